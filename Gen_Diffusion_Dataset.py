@@ -1,0 +1,254 @@
+"""Train TinyNN many times on CIFAR-10 and keep checkpoints: the training data of the generators.
+
+Each run trains a fresh TinyNN (its own seed for init, shuffling and augmentation) with the
+default recipe until its validation accuracy passes --min_acc, then keeps training and saves a
+checkpoint every --save_every steps whose validation accuracy is at least --min_acc, until it
+has --ckpts_per_run of them. Accuracies are measured on --val_size training images held out of
+training, so the test set stays clean for evaluation.
+
+    python Gen_Diffusion_Dataset.py --checkpoint_dir Toy_CNN
+    python Gen_Diffusion_Dataset.py --checkpoint_dir Toy_CNN --shard 0 --num_shards 4   # machine 0 of 4
+    python Gen_Diffusion_Dataset.py --checkpoint_dir Toy_CNN --assemble                  # manifest from copied shards
+
+Interrupting loses at most the runs in progress; the same command continues where it stopped.
+"""
+import argparse
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import checkpoint_dataset as cd
+from cifar10 import DEFAULT_DATA_DIR, Augment, DataError, load_cifar10, split_validation
+from tinynn import TINYNN_DEFAULTS, FlatLayout, TinyNN
+from tinynn_training import RunTrainer, TrainConfig, evaluate, pick_device
+
+CHECKPOINT_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
+
+
+def run_seed(base_seed, run_id):
+    """Independent runs get unrelated seeds; run ids keep them stable across shards and restarts."""
+    return int(np.random.SeedSequence([base_seed, run_id]).generate_state(1)[0])
+
+
+def dataset_settings(args):
+    """Everything that decides what a run produces; a restart must match it."""
+    model_config = dict(TINYNN_DEFAULTS, widths=list(TINYNN_DEFAULTS["widths"]))
+    layout = FlatLayout.of(TinyNN(**model_config))
+    return dict(
+        tinynn=model_config, n_params=layout.numel, layout=layout.to_json(),
+        train_config=train_config(args).to_json(), augment=asdict(Augment()),
+        data=dict(dataset="CIFAR-10", val_size=args.val_size, val_seed=args.seed, train_size=args.train_size,
+                  accuracy="val_acc: top-1 accuracy on val_size training images held out of training "
+                           "(fixed split from val_seed); the test set is not used here"),
+        selection=dict(ckpts_per_run=args.ckpts_per_run, min_acc=args.min_acc, max_epochs=args.max_epochs,
+                       save_every=args.save_every),
+        seed=args.seed,
+    )
+
+
+def train_config(args):
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+
+
+def load_split(args, device):
+    """Training images (minus the held-out validation split) and the validation split."""
+    data = load_cifar10(args.data_dir, device, download=not args.no_download)
+    train, val = split_validation(len(data.train_labels), args.val_size, args.seed)
+    if args.train_size:
+        train = train[:args.train_size]
+    return (data.train_images[train], data.train_labels[train]), (data.train_images[val], data.train_labels[val])
+
+
+def generate_run(run_id, args, split, device, position=0):
+    """Train one run and return (run record, stacked flat weights of its checkpoints)."""
+    t0 = time.time()
+    (x, y), (val_x, val_y) = split
+    seed = run_seed(args.seed, run_id)
+    run = RunTrainer(x, y, seed, train_config=train_config(args), device=device)
+    layout = FlatLayout.of(run.model)
+    max_steps = int(args.max_epochs * run.steps_per_epoch)
+    curve, checkpoints, weights = [], [], []
+    reached_step = None
+    bar = tqdm(total=args.ckpts_per_run, desc=f"run {run_id}", position=position, leave=False,
+               unit="ckpt", disable=args.quiet)
+    while len(checkpoints) < args.ckpts_per_run and run.step < max_steps:
+        # Before min_acc is reached, check once an epoch; after it, at every save point.
+        n = args.save_every if reached_step is not None else run.steps_per_epoch
+        loss = run.train(min(n, max_steps - run.step))
+        acc = evaluate(run.model, val_x, val_y)
+        curve.append(dict(step=run.step, epoch=round(run.epoch, 3), val_acc=acc, loss=loss))
+        if reached_step is None and acc >= args.min_acc:
+            reached_step = run.step
+        if reached_step is not None and acc >= args.min_acc:
+            checkpoints.append(dict(step=run.step, epoch=round(run.epoch, 3), val_acc=acc))
+            weights.append(run.flat_weights(layout))
+            bar.update(1)
+        bar.set_postfix(epoch=f"{run.epoch:.1f}", val_acc=f"{acc:.3f}")
+    bar.close()
+    record = dict(run=run_id, seed=seed, device=str(device), steps=run.step, epochs=round(run.epoch, 3),
+                  reached_min_acc_step=reached_step, complete=len(checkpoints) == args.ckpts_per_run,
+                  seconds=round(time.time() - t0, 1), curve=curve, checkpoints=checkpoints)
+    stacked = torch.stack(weights) if weights else torch.empty(0, layout.numel)
+    return record, stacked
+
+
+# --- parallel workers: each process loads the data once and trains whole runs ---------------
+_worker = {}
+
+
+def _init_worker(args, device, threads, slots):
+    torch.set_num_threads(threads)
+    _worker.update(args=args, device=device, split=load_split(args, device), position=slots.get())
+
+
+def _work(run_id):
+    w = _worker
+    record, weights = generate_run(run_id, w["args"], w["split"], w["device"], w["position"])
+    cd.save_run(w["args"].folder, record, weights)
+    return record
+
+
+def pending_runs(args):
+    """This shard's run ids that have no run file yet."""
+    done = set(cd.completed_runs(args.folder))
+    mine = [r for r in range(args.runs) if r % args.num_shards == args.shard]
+    return [r for r in mine if r not in done]
+
+
+def run_all(args, todo, device):
+    """Train the pending runs, in this process or in --workers processes; yields records."""
+    if args.workers == 1:
+        split = load_split(args, device)
+        for run_id in todo:
+            record, weights = generate_run(run_id, args, split, device, position=1)
+            cd.save_run(args.folder, record, weights)
+            yield record
+        return
+    ctx = mp.get_context("spawn")
+    threads = max(1, torch.get_num_threads() // args.workers) if device.type == "cpu" else 1
+    with ctx.Manager() as manager:
+        slots = manager.Queue()  # progress-bar rows, one per worker
+        for i in range(args.workers):
+            slots.put(i + 1)
+        with ctx.Pool(args.workers, _init_worker, (args, device, threads, slots)) as pool:
+            yield from pool.imap_unordered(_work, todo)
+
+
+def summarize(folder, manifest, wall_seconds):
+    """summary.json + summary.txt beside the manifest, and the accuracy-vs-step plot."""
+    accs = np.array([c["val_acc"] for c in manifest["checkpoints"]]) if manifest["checkpoints"] else np.zeros(0)
+    runs = manifest["runs"]
+    summary = dict(
+        runs=len(runs), complete_runs=sum(r["complete"] for r in runs), checkpoints=len(accs),
+        val_acc=dict(mean=float(accs.mean()), std=float(accs.std()), min=float(accs.min()),
+                     max=float(accs.max())) if len(accs) else None,
+        n_params=manifest["n_params"], run_seconds_total=round(sum(r["seconds"] for r in runs), 1),
+        wall_seconds_this_command=round(wall_seconds, 1),
+    )
+    cd.write_json(os.path.join(folder, "summary.json"), summary)
+    lines = [f"{k}: {json.dumps(v)}" for k, v in summary.items()]
+    text = "\n".join(lines)
+    with open(os.path.join(folder, "summary.txt"), "w") as f:
+        f.write(text + "\n")
+    plot_curves(runs, manifest["selection"]["min_acc"], os.path.join(folder, "accuracy_vs_step.png"))
+    return text
+
+
+def plot_curves(runs, min_acc, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in runs:
+        ax.plot([p["step"] for p in r["curve"]], [p["val_acc"] for p in r["curve"]], lw=1, label=f"run {r['run']}")
+    ax.axhline(min_acc, color="k", ls="--", lw=0.8, label="--min_acc")
+    ax.set(xlabel="training step", ylabel="validation accuracy", title="TinyNN runs: accuracy against step")
+    if len(runs) <= 12:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(args):
+    args.folder = os.path.join(CHECKPOINT_ROOT, args.checkpoint_dir)
+    if args.assemble:
+        manifest = cd.assemble_manifest(args.folder)
+        print(summarize(args.folder, manifest, 0.0))
+        return
+    device = pick_device(args.device)
+    cd.init_settings(args.folder, dataset_settings(args))
+    todo = pending_runs(args)
+    print(f"{args.folder}: {len(todo)} runs to train on {device} "
+          f"(shard {args.shard}/{args.num_shards}, {args.runs} runs in all)")
+    t0 = time.time()
+    bar = tqdm(total=len(todo), desc="runs", unit="run", position=0, disable=args.quiet)
+    try:
+        for record in run_all(args, todo, device):
+            bar.update(1)
+            tqdm.write(f"run {record['run']}: {len(record['checkpoints'])} checkpoints, "
+                       f"min_acc reached at step {record['reached_min_acc_step']}, {record['seconds']}s")
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"\ninterrupted: {len(cd.completed_runs(args.folder))} runs are saved in {args.folder}; "
+              f"run the same command to continue.")
+        sys.exit(130)
+    bar.close()
+    manifest = cd.assemble_manifest(args.folder)
+    print(summarize(args.folder, manifest, time.time() - t0))
+
+
+def parse_args(argv=None):
+    d = TrainConfig()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint_dir", required=True,
+                   help="dataset name: written to checkpoints/NAME/ (an absolute path is used as it is)")
+    p.add_argument("--runs", type=int, default=10, help="independent training runs (default 10)")
+    p.add_argument("--ckpts_per_run", type=int, default=250, help="checkpoints kept per run (default 250)")
+    p.add_argument("--min_acc", type=float, default=0.75,
+                   help="validation accuracy a checkpoint needs to be kept (default 0.75)")
+    p.add_argument("--max_epochs", type=float, default=500,
+                   help="upper bound on a run's epochs; a run that hits it keeps what it has (default 500)")
+    p.add_argument("--save_every", type=int, default=6,
+                   help="SGD steps between checkpoints, so that they differ (default 6)")
+    p.add_argument("--epochs", type=float, default=d.epochs,
+                   help=f"length of the learning-rate schedule in epochs; training at its final rate "
+                        f"continues past it until the run has its checkpoints (default {d.epochs})")
+    p.add_argument("--batch_size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    p.add_argument("--val_size", type=int, default=2000,
+                   help="training images held out to measure checkpoint accuracy (default 2000)")
+    p.add_argument("--train_size", type=int, default=0,
+                   help="train on only this many images (0: all but the validation split); for quick tests")
+    p.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="folder with cifar-10-batches-py "
+                   "(downloaded there if missing and the network allows)")
+    p.add_argument("--no_download", action="store_true", help="never try to download CIFAR-10")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    p.add_argument("--seed", type=int, default=0, help="base seed; run i uses a seed derived from (seed, i)")
+    p.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes (default 1)")
+    p.add_argument("--shard", type=int, default=0, help="this worker's index when runs are split (default 0)")
+    p.add_argument("--num_shards", type=int, default=1,
+                   help="number of machines/processes splitting the runs: shard i takes runs i, i+n, ...")
+    p.add_argument("--assemble", action="store_true",
+                   help="only rebuild manifest.json and the summary from the run files present")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    if not 0 <= args.shard < args.num_shards:
+        p.error(f"--shard must be in [0, {args.num_shards})")
+    if args.workers < 1:
+        p.error("--workers must be at least 1")
+    return args
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_args())
+    except (DataError, cd.DatasetError) as e:
+        sys.exit(f"error: {e}")

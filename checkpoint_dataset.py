@@ -1,0 +1,154 @@
+"""The checkpoint dataset on disk: settings, one shard file per run, and a manifest.
+
+    checkpoints/<name>/settings.json   how the dataset is made (TinyNN config, flat layout,
+                                       training recipe, augmentation, data split, selection)
+    checkpoints/<name>/run_0003.pt     {"weights": float32 [n_checkpoints, n_params],
+                                        "run": run record with one record per checkpoint}
+    checkpoints/<name>/manifest.json   settings + every run record + a flat checkpoint index,
+                                       assembled from whichever run files are present
+
+Every file is written under a temporary name and renamed, so a run that is cut off leaves
+no half-written file; a run file exists only once the run is complete. Workers on several
+machines write disjoint run files, and the manifest is assembled from them afterwards.
+"""
+import glob
+import json
+import os
+import re
+
+import torch
+
+SETTINGS = "settings.json"
+MANIFEST = "manifest.json"
+FORMAT = "tinynn-checkpoint-dataset/1"
+_RUN_FILE = re.compile(r"^run_(\d{4,})\.pt$")
+
+
+class DatasetError(Exception):
+    """A checkpoint folder that cannot be used as it is; the message says why and what to do."""
+
+
+def run_filename(run_id):
+    return f"run_{run_id:04d}.pt"
+
+
+def atomic_write(path, write):
+    """Call write(tmp_path), then rename over `path`: readers never see a partial file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+    atomic_write(path, write)
+
+
+def read_json(path, what):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{what} is corrupted: {path} ({e})") from None
+
+
+def init_settings(folder, settings):
+    """Record how the dataset is made; a restart or another shard must use the same settings."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, SETTINGS)
+    if not os.path.exists(path):
+        write_json(path, dict(settings, format=FORMAT))
+        return
+    existing = _flat_items(read_json(path, "dataset settings"))
+    existing.pop("format", None)
+    wanted = _flat_items(json.loads(json.dumps(settings)))  # tuples -> lists, as stored
+    diff = [f"{k}: {existing.get(k)} here, {wanted.get(k)} asked" for k in sorted(set(existing) | set(wanted))
+            if existing.get(k) != wanted.get(k)]
+    if diff:
+        raise DatasetError(f"{folder} holds a dataset made with other settings ({'; '.join(diff)[:500]}). "
+                           f"Use the same flags to continue it, or another --checkpoint_dir.")
+
+
+def _flat_items(d, prefix=""):
+    """{"a": {"b": 1}} -> {"a.b": 1}, so that a mismatch names the setting itself."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat_items(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def save_run(folder, record, weights):
+    path = os.path.join(folder, run_filename(record["run"]))
+    atomic_write(path, lambda tmp: torch.save({"weights": weights.contiguous(), "run": record}, tmp))
+
+
+def load_run(folder, run_id):
+    """(run record, weights [n, n_params]) of one run file."""
+    path = os.path.join(folder, run_filename(run_id))
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        return blob["run"], blob["weights"]
+    except FileNotFoundError:
+        raise DatasetError(f"run file missing: {path}") from None
+    except Exception as e:  # torch raises many types for a truncated or foreign file
+        raise DatasetError(f"run file is corrupted or not a run file: {path} ({type(e).__name__}: {e})") from None
+
+
+def completed_runs(folder):
+    """Run ids that have a run file, i.e. runs that finished."""
+    ids = []
+    for p in glob.glob(os.path.join(folder, "run_*.pt")):
+        m = _RUN_FILE.match(os.path.basename(p))
+        if m:
+            ids.append(int(m.group(1)))
+    return sorted(ids)
+
+
+def assemble_manifest(folder):
+    """Build manifest.json from settings.json and every run file present."""
+    settings = read_json(os.path.join(folder, SETTINGS), "dataset settings")
+    runs, checkpoints = [], []
+    for run_id in completed_runs(folder):
+        record, weights = load_run(folder, run_id)
+        if len(record["checkpoints"]) != weights.shape[0]:
+            raise DatasetError(f"{run_filename(run_id)}: {weights.shape[0]} weight rows for "
+                               f"{len(record['checkpoints'])} checkpoint records")
+        runs.append({k: v for k, v in record.items() if k != "checkpoints"})
+        for row, ck in enumerate(record["checkpoints"]):
+            checkpoints.append(dict(ck, run=run_id, shard=run_filename(run_id), row=row))
+    manifest = dict(settings, runs=runs, checkpoints=checkpoints)
+    write_json(os.path.join(folder, MANIFEST), manifest)
+    return manifest
+
+
+def load_manifest(folder):
+    if not os.path.isdir(folder):
+        raise DatasetError(f"checkpoint dataset not found: {folder} (make it with Gen_Diffusion_Dataset.py "
+                           f"--checkpoint_dir NAME, or pass --checkpoint_dir pointing at it)")
+    manifest = read_json(os.path.join(folder, MANIFEST), "dataset manifest")
+    if manifest.get("format") != FORMAT:
+        raise DatasetError(f"{folder}/{MANIFEST} is not a {FORMAT} manifest (format={manifest.get('format')!r})")
+    return manifest
+
+
+def load_weights(folder, manifest):
+    """All checkpoints' flat weights, [n_checkpoints, n_params], in manifest order."""
+    rows = []
+    for run in manifest["runs"]:
+        _, weights = load_run(folder, run["run"])
+        if weights.shape[1] != manifest["n_params"]:
+            raise DatasetError(f"{run_filename(run['run'])} holds vectors of {weights.shape[1]} numbers, "
+                               f"the manifest's layout has {manifest['n_params']}")
+        rows.append(weights)
+    return torch.cat(rows) if rows else torch.empty(0, manifest["n_params"])

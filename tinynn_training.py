@@ -1,0 +1,128 @@
+"""Fast TinyNN training: data on the device, batched augmentation, one generator per run.
+
+`RunTrainer` owns one training run (model, optimizer, learning-rate schedule, its own
+random streams). Gen_Diffusion_Dataset.py drives it step by step so it can take
+checkpoints along the way; `train_tinynn` is the plain "train with the defaults" path.
+"""
+import time
+from dataclasses import dataclass, asdict
+
+import torch
+import torch.nn.functional as F
+
+from cifar10 import Augment, standardize
+from tinynn import TinyNN, TINYNN_DEFAULTS
+
+
+@dataclass
+class TrainConfig:
+    """The default recipe: SGD with Nesterov momentum, a short warm-up then linear decay."""
+    epochs: float = 18
+    batch_size: int = 256
+    lr: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 1.0
+    final_lr_frac: float = 0.02  # the learning rate the schedule ends on (and stays at afterwards)
+
+    def to_json(self):
+        return asdict(self)
+
+
+def pick_device(name="auto"):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def evaluate(model, images_uint8, labels, batch_size=500):
+    """Top-1 accuracy of `model` (put in eval mode) on uint8 images."""
+    return predict(model, images_uint8, batch_size).eq(labels).float().mean().item()
+
+
+@torch.no_grad()
+def predict(model, images_uint8, batch_size=500):
+    model.eval()
+    out = [model(standardize(images_uint8[i:i + batch_size])).argmax(1)
+           for i in range(0, len(images_uint8), batch_size)]
+    return torch.cat(out)
+
+
+class RunTrainer:
+    """One TinyNN training run. All of its randomness (init, shuffling, augmentation) is
+    drawn from `seed`, so two runs differ only through their seeds."""
+
+    def __init__(self, images, labels, seed, model_config=None, train_config=None, augment=None, device="cpu"):
+        self.device = torch.device(device)
+        self.images, self.labels = images.to(self.device), labels.to(self.device)
+        self.cfg = train_config or TrainConfig()
+        self.augment = augment or Augment()
+        torch.manual_seed(seed)
+        self.model = TinyNN(**(model_config or TINYNN_DEFAULTS)).to(self.device, memory_format=torch.channels_last)
+        self.gen = torch.Generator(device=self.device).manual_seed(seed)
+        decay, no_decay = self._param_groups()
+        self.opt = torch.optim.SGD([dict(params=decay, weight_decay=self.cfg.weight_decay),
+                                    dict(params=no_decay, weight_decay=0.0)],
+                                   lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True)
+        self.steps_per_epoch = len(self.labels) // self.cfg.batch_size
+        self.total_steps = max(1, round(self.cfg.epochs * self.steps_per_epoch))
+        self.step = 0
+        self._order, self._pos = None, 0
+
+    def _param_groups(self):
+        """Weight decay on conv/linear weights only, not on BN affine parameters or biases."""
+        decay = [p for p in self.model.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.model.parameters() if p.ndim <= 1]
+        return decay, no_decay
+
+    def lr_at(self, step):
+        warm = max(1, round(self.cfg.warmup_epochs * self.steps_per_epoch))
+        if step < warm:
+            return self.cfg.lr * (step + 1) / warm
+        frac = min(1.0, (step - warm) / max(1, self.total_steps - warm))
+        return self.cfg.lr * (1 - frac * (1 - self.cfg.final_lr_frac))
+
+    @property
+    def epoch(self):
+        return self.step / self.steps_per_epoch
+
+    def _next_batch(self):
+        if self._order is None or self._pos + self.cfg.batch_size > len(self._order):
+            self._order = torch.randperm(len(self.labels), generator=self.gen, device=self.device)
+            self._pos = 0
+        idx = self._order[self._pos:self._pos + self.cfg.batch_size]
+        self._pos += self.cfg.batch_size
+        return standardize(self.augment(self.images[idx], self.gen)), self.labels[idx]
+
+    def train(self, n_steps):
+        """Take `n_steps` SGD steps; returns the mean training loss over them."""
+        self.model.train()
+        total = torch.zeros((), device=self.device)
+        for _ in range(n_steps):
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr_at(self.step)
+            x, y = self._next_batch()
+            loss = F.cross_entropy(self.model(x), y, label_smoothing=self.cfg.label_smoothing)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            total += loss.detach()
+            self.step += 1
+        return (total / max(1, n_steps)).item()
+
+    def flat_weights(self, layout):
+        return layout.flatten(self.model.state_dict()).cpu()
+
+
+def train_tinynn(data, seed, model_config=None, train_config=None, device="cpu", progress=None):
+    """Train one TinyNN with the default recipe on all training images; returns
+    (model, test accuracy, seconds)."""
+    t0 = time.time()
+    run = RunTrainer(data.train_images, data.train_labels, seed, model_config, train_config, device=device)
+    for epoch in range(int(round(run.total_steps / run.steps_per_epoch))):
+        loss = run.train(run.steps_per_epoch)
+        if progress:
+            progress(epoch, loss)
+    seconds = time.time() - t0
+    return run.model, evaluate(run.model, data.test_images, data.test_labels), seconds
