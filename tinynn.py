@@ -24,7 +24,8 @@ def conv_bn(c_in, c_out, pool=False):
 
 
 class TinyNN(nn.Module):
-    """Seven 3x3 convolutions in three stages (32 -> 16 -> 8 -> 4 pixels) and a linear head.
+    """Six 3x3 convolutions with BatchNorm and ReLU, pooling 32 -> 16 -> 8 -> 4 pixels, global
+    max-pool and a linear head.
 
     The stem pools straight away, so most of the compute runs at 16x16 and below: this is
     what makes a full training run fit in minutes on a 2-core CPU.
@@ -107,7 +108,8 @@ class FlatLayout:
         for s in self.slots:
             state[s.name] = vector[s.offset:s.offset + s.numel].view(s.shape)
             if s.name.endswith("running_var"):
-                state[s.name[:-len("running_var")] + "num_batches_tracked"] = torch.zeros((), dtype=torch.long)
+                state[s.name[:-len("running_var")] + "num_batches_tracked"] = torch.zeros(
+                    (), dtype=torch.long, device=vector.device)
         return state
 
 

@@ -126,3 +126,14 @@ def train_tinynn(data, seed, model_config=None, train_config=None, device="cpu",
             progress(epoch, loss)
     seconds = time.time() - t0
     return run.model, evaluate(run.model, data.test_images, data.test_labels), seconds
+
+
+def evaluate_flat(vectors, layout, model_config, images_uint8, labels, device="cpu"):
+    """Test accuracy of each flat weight vector in `vectors` [n, n_params], rebuilt as a TinyNN
+    with the BatchNorm statistics the vector carries."""
+    model = TinyNN(**model_config).to(device, memory_format=torch.channels_last)
+    accs = []
+    for v in vectors:
+        model.load_state_dict(layout.unflatten(v.float().to(device)))
+        accs.append(evaluate(model, images_uint8, labels))
+    return accs

@@ -1,4 +1,5 @@
 import os
+import subprocess
 import sys
 
 import pytest
@@ -15,3 +16,29 @@ torch.set_num_threads(2)
 def cifar():
     from cifar10 import load_cifar10
     return load_cifar10(DATA_DIR, download=False)
+
+
+# A tiny checkpoint dataset: 2000 training images, 2 epochs, a low bar, 4 checkpoints a run.
+TINY = ["--ckpts_per_run", "4", "--min_acc", "0.2", "--train_size", "2000", "--val_size", "500",
+        "--epochs", "2", "--save_every", "3", "--batch_size", "64", "--data_dir", DATA_DIR,
+        "--no_download", "--quiet"]
+
+
+def run_script(script, *args, check=True, timeout=600):
+    out = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=timeout)
+    if check:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+def gen(folder, *extra, check=True):
+    return run_script("Gen_Diffusion_Dataset.py", "--checkpoint_dir", folder, *TINY, *extra, check=check)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """Two runs of four checkpoints; tests must not write into it (copy it instead)."""
+    folder = tmp_path_factory.mktemp("data") / "tiny"
+    gen(folder, "--runs", "2")
+    return folder

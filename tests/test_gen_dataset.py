@@ -11,33 +11,13 @@ import pytest
 import torch
 
 import checkpoint_dataset as cd
-from cifar10 import load_cifar10, split_validation
-from conftest import DATA_DIR, ROOT
+from cifar10 import split_validation
+from conftest import ROOT, TINY, gen
 from tinynn import FlatLayout, TinyNN, model_from_flat
 from tinynn_training import evaluate
 
-TINY = ["--ckpts_per_run", "4", "--min_acc", "0.2", "--train_size", "2000", "--val_size", "500",
-        "--epochs", "2", "--save_every", "3", "--batch_size", "64", "--data_dir", DATA_DIR,
-        "--no_download", "--quiet"]
-
-
-def gen(folder, *extra, check=True):
-    cmd = [sys.executable, "Gen_Diffusion_Dataset.py", "--checkpoint_dir", str(folder), *TINY, *extra]
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    if check:
-        assert out.returncode == 0, out.stderr
-    return out
-
-
 def digest(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("data") / "tiny"
-    gen(folder, "--runs", "2")
-    return folder
 
 
 def test_manifest_and_shards_are_valid(tiny_dataset):
@@ -61,12 +41,12 @@ def test_manifest_and_shards_are_valid(tiny_dataset):
     assert json.load(open(tiny_dataset / "summary.json"))["checkpoints"] == 8
 
 
-def test_recorded_accuracy_is_what_the_weights_give(tiny_dataset):
+def test_recorded_accuracy_is_what_the_weights_give(tiny_dataset, cifar):
     """A stored checkpoint, rebuilt from its flat vector, scores its recorded val_acc."""
     manifest = cd.load_manifest(str(tiny_dataset))
     layout = FlatLayout.from_json(manifest["layout"])
     weights = cd.load_weights(str(tiny_dataset), manifest)
-    data = load_cifar10(DATA_DIR, download=False)
+    data = cifar
     _, val = split_validation(50000, manifest["data"]["val_size"], manifest["data"]["val_seed"])
     for i in [0, 5]:
         model = model_from_flat(weights[i], layout, manifest["tinynn"])

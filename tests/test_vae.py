@@ -1,0 +1,122 @@
+"""WeightDataset, standardisation, and a tiny train_vae run that reloads on its own."""
+import json
+import shutil
+
+import pytest
+import torch
+
+import checkpoint_dataset as cd
+from conftest import DATA_DIR, run_script
+from model_io import CheckpointError, save_checkpoint
+from tinynn import FlatLayout, TinyNN
+from train_vae import load_vae
+from weight_dataset import Standardizer, WeightDataset
+
+TINY_VAE = ["--hidden", "64", "--latent_dim", "8", "--batch_size", "2", "--eval_every", "2",
+            "--eval_models", "2", "--eval_images", "500", "--final_models", "2", "--data_dir", DATA_DIR,
+            "--no_download", "--quiet", "--val_fraction", "0.25"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_dataset, tmp_path_factory):
+    """A private copy: WeightDataset caches its alignment inside the dataset folder."""
+    folder = tmp_path_factory.mktemp("vae") / "ds"
+    shutil.copytree(tiny_dataset, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(dataset):
+    run_script("train_vae.py", "--checkpoint_dir", dataset, "--epochs", "10", *TINY_VAE)
+    return dataset / "vae"
+
+
+def test_standardisation_round_trips_and_standardises():
+    layout = FlatLayout.of(TinyNN())
+    g = torch.Generator().manual_seed(0)
+    weights = torch.randn(20, layout.numel, generator=g) * 3 + 2
+    std = Standardizer.fit(weights, layout)
+    z = std.standardize(weights)
+    torch.testing.assert_close(std.destandardize(z), weights, rtol=1e-5, atol=1e-5)
+    for s in layout.slots:
+        t = z[:, s.offset:s.offset + s.numel]
+        assert abs(t.mean().item()) < 1e-4 and abs(t.std().item() - 1) < 1e-3
+    again = Standardizer.from_state_dict(json.loads(json.dumps(std.state_dict())))
+    assert torch.equal(again.standardize(weights), z)
+
+
+def test_alignment_is_cached_and_keeps_accuracy(dataset, cifar):
+    aligned = WeightDataset(str(dataset), align=True, val_fraction=0.25)
+    cache = dataset / "alignment.pt"
+    stamp = cache.stat().st_mtime_ns
+    again = WeightDataset(str(dataset), align=True, val_fraction=0.25)
+    assert cache.stat().st_mtime_ns == stamp  # read, not recomputed
+    torch.testing.assert_close(again.train, aligned.train)
+    plain = WeightDataset(str(dataset), align=False, val_fraction=0.25)
+    assert [r["run"] for r in plain.train_records] == [r["run"] for r in aligned.train_records]
+    from tinynn_training import evaluate_flat
+    imgs, labels = cifar.test_images[:500], cifar.test_labels[:500]
+    a = evaluate_flat(aligned.standardizer.destandardize(aligned.train[-2:]), aligned.layout,
+                      aligned.tinynn_config, imgs, labels)
+    b = evaluate_flat(plain.standardizer.destandardize(plain.train[-2:]), plain.layout,
+                      plain.tinynn_config, imgs, labels)
+    assert a == pytest.approx(b, abs=1e-9)
+
+
+def test_holdout_runs_keeps_whole_runs_out(dataset):
+    ds = WeightDataset(str(dataset), holdout="runs", val_runs=1)
+    assert {r["run"] for r in ds.val_records} == {1} and {r["run"] for r in ds.train_records} == {0}
+    assert len(ds.val) == 4 and len(ds.train) == 4
+
+
+def test_trained_vae_reloads_alone_and_reconstructs(trained, dataset):
+    vae, std, ckpt = load_vae(str(trained / "vae.pt"))
+    assert ckpt["model_args"]["in_dim"] == std.layout.numel == FlatLayout.of(TinyNN(**ckpt["tinynn"])).numel
+    ds = WeightDataset(str(dataset), val_fraction=0.25)
+    mse = ((vae.reconstruct(ds.train) - ds.train) ** 2).mean().item()
+    assert mse < 0.9 * (ds.train ** 2).mean().item()  # better than decoding every input to the mean
+    final = json.load(open(trained / "final.json"))
+    assert final["n_heldout"] == 2 and 0 <= final["prior"]["mean"] <= 1
+    history = ckpt["history"]
+    assert history[-1]["train_mse"] < history[0]["train_mse"]
+    for name in ["vae_last.pt", "log.jsonl", "vae_curves.png"]:
+        assert (trained / name).stat().st_size > 0
+
+
+def test_resume_continues_the_same_history(trained, dataset):
+    run_script("train_vae.py", "--checkpoint_dir", dataset, "--epochs", "12", "--resume", *TINY_VAE)
+    _, _, ckpt = load_vae(str(trained / "vae_last.pt"))
+    assert [h["epoch"] for h in ckpt["history"]] == list(range(1, 13))
+    lines = (trained / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(1, 13))
+
+
+def test_corrupted_or_foreign_checkpoints_give_one_clear_error(trained, tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes((trained / "vae.pt").read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_vae(str(broken))
+    other = tmp_path / "other.pt"
+    save_checkpoint(dict(kind="diffusion"), str(other))
+    with pytest.raises(CheckpointError, match="'diffusion' checkpoint, expected 'weight-vae'"):
+        load_vae(str(other))
+    smaller = FlatLayout.of(TinyNN(widths=(8, 16, 16)))
+    with pytest.raises(CheckpointError, match="another TinyNN layout"):
+        load_vae(str(trained / "vae.pt"), expect_layout=smaller)
+
+
+def test_script_reports_a_corrupted_resume_checkpoint(dataset, tmp_path):
+    folder = tmp_path / "ds"
+    shutil.copytree(dataset, folder)
+    (folder / "vae").mkdir(exist_ok=True)
+    (folder / "vae" / "vae_last.pt").write_bytes(b"garbage")
+    out = run_script("train_vae.py", "--checkpoint_dir", folder, "--epochs", "2", "--resume", *TINY_VAE,
+                     check=False)
+    assert out.returncode != 0 and "corrupted" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_dataset_is_one_clear_error(tmp_path):
+    out = run_script("train_vae.py", "--checkpoint_dir", tmp_path / "none", "--epochs", "1", *TINY_VAE,
+                     check=False)
+    assert out.returncode != 0 and "checkpoint dataset not found" in out.stderr
+    assert "Traceback" not in out.stderr

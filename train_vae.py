@@ -1,0 +1,272 @@
+"""Train the weight VAE on a checkpoint dataset.
+
+    python train_vae.py --checkpoint_dir Toy_CNN --batch_size 32 --epochs 100
+    python train_vae.py --checkpoint_dir Toy_CNN --no_align --run_name vae_noalign   # the ablation
+    python train_vae.py --checkpoint_dir Toy_CNN --resume                             # after an interruption
+
+Runs are aligned to the first run by weight matching (cached in the dataset folder), each
+tensor is standardised, and a validation split holds out checkpoints (or whole runs with
+--holdout runs). The model with the best validation loss is kept (EMA weights). Every
+--eval_every epochs, held-out checkpoints are reconstructed and prior samples decoded into
+TinyNNs, and their test accuracy logged. Outputs, in checkpoints/NAME/RUN_NAME/:
+vae.pt (best), vae_last.pt (for --resume), log.jsonl, final.json and vae_curves.png.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import checkpoint_dataset as cd
+from cifar10 import DEFAULT_DATA_DIR, DataError, load_cifar10
+from model_io import CheckpointError, load_checkpoint, save_checkpoint
+from tinynn_training import evaluate_flat, pick_device
+from vae_model import VAE_DEFAULTS, WeightVAE
+from weight_dataset import Standardizer, WeightDataset
+
+KIND = "weight-vae"
+CHECKPOINT_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
+
+
+def build_vae(ckpt, use_ema=True):
+    """The VAE stored in a checkpoint dict, with its standardiser, in eval mode."""
+    model = WeightVAE(**ckpt["model_args"])
+    model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
+    return model.eval(), Standardizer.from_state_dict(ckpt["standardizer"])
+
+
+def load_vae(path, expect_layout=None):
+    """(VAE, standardiser, checkpoint dict) from a train_vae.py checkpoint, checked against
+    `expect_layout` (a FlatLayout) when given."""
+    ckpt = load_checkpoint(path, KIND)
+    model, std = build_vae(ckpt)
+    if expect_layout is not None and std.layout != expect_layout:
+        raise CheckpointError(f"{path} was trained on another TinyNN layout "
+                              f"({std.layout.numel} numbers, not {expect_layout.numel})")
+    return model, std, ckpt
+
+
+class EMA:
+    """Exponential moving average of a model's parameters and buffers."""
+
+    def __init__(self, model, decay):
+        self.decay, self.updates = decay, 0
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model):
+        # Warm-up: early on the average follows the model closely, or a short run would
+        # keep (nearly) its random initialisation.
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                self.state[k].lerp_(v, 1 - decay)
+            else:
+                self.state[k].copy_(v)
+
+
+def decoded_accuracies(flat_z, ds, test, device):
+    """Test accuracy of TinyNNs whose standardised weights are `flat_z`."""
+    weights = ds.standardizer.destandardize(flat_z.to(device))
+    return np.array(evaluate_flat(weights, ds.layout, ds.tinynn_config, test[0], test[1], device))
+
+
+def accuracy_report(vae, ds, test, n_models, device, seed):
+    """Reconstructed held-out checkpoints against their originals, and prior samples."""
+    vae.eval()
+    pick = torch.randperm(len(ds.val), generator=torch.Generator().manual_seed(seed))[:n_models]
+    originals = ds.val[pick].to(device)
+    with torch.no_grad():
+        recon = vae.reconstruct(originals)
+        prior = vae.sample(n_models, torch.Generator(device=device).manual_seed(seed))
+    orig_acc = decoded_accuracies(originals, ds, test, device)
+    recon_acc = decoded_accuracies(recon, ds, test, device)
+    prior_acc = decoded_accuracies(prior, ds, test, device)
+
+    def stats(a):
+        return dict(mean=float(a.mean()), std=float(a.std()), min=float(a.min()), max=float(a.max()))
+    return dict(n_heldout=len(pick), n_prior=n_models, original=stats(orig_acc), reconstructed=stats(recon_acc),
+                gap=stats(orig_acc - recon_acc), prior=stats(prior_acc), test_images=len(test[1]))
+
+
+def validation_loss(model, val, kl_weight, batch_size):
+    model.eval()
+    with torch.no_grad():
+        parts = [model.loss(val[i:i + batch_size], kl_weight) for i in range(0, len(val), batch_size)]
+    n = [min(batch_size, len(val) - i) for i in range(0, len(val), batch_size)]
+    return [sum(p[j].item() * k for p, k in zip(parts, n)) / len(val) for j in range(3)]
+
+
+def write_log(history, path):
+    """The whole log, rewritten from the checkpointed history: a resumed run never repeats lines."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(h) + "\n" for h in history)
+    cd.atomic_write(path, write)
+
+
+def plot_history(history, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    ep = [h["epoch"] for h in history]
+    a.plot(ep, [h["train_mse"] for h in history], label="train MSE")
+    a.plot(ep, [h["val_mse"] for h in history], label="val MSE")
+    a.set(xlabel="epoch", ylabel="reconstruction MSE (standardised weights)", yscale="log")
+    a.legend()
+    ev = [h for h in history if "eval" in h]
+    if ev:
+        for key, label in [("original", "held-out originals"), ("reconstructed", "reconstructions"),
+                           ("prior", "prior samples")]:
+            b.plot([h["epoch"] for h in ev], [h["eval"][key]["mean"] for h in ev], marker="o", label=label)
+        b.set(xlabel="epoch", ylabel="mean test accuracy (eval subset)")
+        b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def make_state(model, ema, opt, sched, args, ds, epoch, best_val, history):
+    return dict(kind=KIND, model_args=model.args, config=vars(args), dataset=ds.description,
+                tinynn=ds.tinynn_config, standardizer=ds.standardizer.state_dict(), epoch=epoch,
+                model=model.state_dict(), ema=ema.state, ema_updates=ema.updates, optimizer=opt.state_dict(),
+                scheduler=sched.state_dict(), best_val=best_val, history=history)
+
+
+def main(args):
+    torch.manual_seed(args.seed)
+    device = pick_device(args.device)
+    folder = os.path.join(CHECKPOINT_ROOT, args.checkpoint_dir)
+    ds = WeightDataset(folder, align=not args.no_align, min_acc=args.min_acc, holdout=args.holdout,
+                       val_fraction=args.val_fraction, val_runs=args.val_runs, seed=args.seed)
+    out = os.path.join(folder, args.run_name)
+    os.makedirs(out, exist_ok=True)
+    data = load_cifar10(args.data_dir, device, download=not args.no_download)
+    test_sub = (data.test_images[:args.eval_images], data.test_labels[:args.eval_images])
+    train, val = ds.train.to(device), ds.val.to(device)
+    print(f"{folder}: {len(train)} training / {len(val)} held-out checkpoints of {ds.layout.numel} numbers "
+          f"(align={not args.no_align}, holdout={args.holdout}); device {device}")
+
+    model = WeightVAE(ds.layout.numel, args.hidden, args.latent_dim, args.input_noise, args.latent_noise).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=args.lr_step, gamma=args.lr_gamma)
+    ema = EMA(model, args.ema)
+    start, best_val, history = 0, float("inf"), []
+    last_path, best_path = os.path.join(out, "vae_last.pt"), os.path.join(out, "vae.pt")
+    if args.resume:
+        ckpt = load_checkpoint(last_path, KIND)
+        if ckpt["model_args"] != model.args:
+            raise CheckpointError(f"{last_path} holds a VAE with other arguments ({ckpt['model_args']})")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        ema.state = {k: v.to(device) for k, v in ckpt["ema"].items()}
+        ema.updates = ckpt["ema_updates"]
+        start, best_val, history = ckpt["epoch"], ckpt["best_val"], ckpt["history"]
+        print(f"resumed from {last_path} at epoch {start}")
+
+    t0 = time.time()
+    gen = torch.Generator(device=device).manual_seed(args.seed + start)
+    ema_model = WeightVAE(**model.args).to(device)
+    epoch = start
+    try:
+        for epoch in tqdm(range(start, args.epochs), desc="vae", unit="epoch", initial=start, total=args.epochs,
+                          disable=args.quiet):
+            model.train()
+            order = torch.randperm(len(train), generator=gen, device=device)
+            sums = torch.zeros(3, device=device)
+            for i in range(0, len(order), args.batch_size):
+                loss, mse, kl = model.loss(train[order[i:i + args.batch_size]], args.kl_weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                ema.update(model)
+                sums += torch.stack([loss.detach(), mse.detach(), kl.detach()])
+            sched.step()
+            n_batches = -(-len(order) // args.batch_size)
+            ema_model.load_state_dict(ema.state)
+            val_loss, val_mse, val_kl = validation_loss(ema_model, val, args.kl_weight, 256)
+            rec = dict(epoch=epoch + 1, train_loss=sums[0].item() / n_batches, train_mse=sums[1].item() / n_batches,
+                       train_kl=sums[2].item() / n_batches, val_loss=val_loss, val_mse=val_mse, val_kl=val_kl,
+                       lr=opt.param_groups[0]["lr"], seconds=round(time.time() - t0, 1))
+            if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
+                rec["eval"] = accuracy_report(ema_model, ds, test_sub, args.eval_models, device, args.seed)
+                tqdm.write(f"epoch {epoch + 1}: val MSE {val_mse:.4f}, held-out acc "
+                           f"{rec['eval']['original']['mean']:.3f} -> recon {rec['eval']['reconstructed']['mean']:.3f}, "
+                           f"prior {rec['eval']['prior']['mean']:.3f}")
+            history.append(rec)
+            state = make_state(model, ema, opt, sched, args, ds, epoch + 1, best_val, history)
+            if val_loss < best_val:
+                best_val = state["best_val"] = val_loss
+                save_checkpoint(state, best_path)
+            save_checkpoint(state, last_path)
+            write_log(history, os.path.join(out, "log.jsonl"))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after epoch {epoch}; continue with the same command and --resume")
+        sys.exit(130)
+    train_seconds = time.time() - t0
+    plot_history(history, os.path.join(out, "vae_curves.png"))
+
+    best, _, _ = load_vae(best_path)
+    final = accuracy_report(best.to(device), ds, (data.test_images, data.test_labels), args.final_models,
+                            device, args.seed + 1)
+    final.update(train_seconds=round(train_seconds, 1), dataset=ds.description, best_val_loss=best_val)
+    cd.write_json(os.path.join(out, "final.json"), final)
+    g = final["gap"]
+    print(f"held-out checkpoints ({final['n_heldout']}): original {final['original']['mean']:.4f}, reconstructed "
+          f"{final['reconstructed']['mean']:.4f}, gap {g['mean'] * 100:.2f} points (min {g['min'] * 100:.2f}, "
+          f"max {g['max'] * 100:.2f})")
+    p = final["prior"]
+    print(f"prior samples ({final['n_prior']}): mean {p['mean']:.4f}, min {p['min']:.4f}, max {p['max']:.4f}; "
+          f"training {train_seconds:.0f}s; written to {out}")
+
+
+def parse_args(argv=None):
+    d = VAE_DEFAULTS
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint_dir", required=True, help="dataset name under checkpoints/ (or an absolute path)")
+    p.add_argument("--run_name", default="vae", help="output folder inside the dataset folder (default vae)")
+    p.add_argument("--batch_size", type=int, default=32, help="default 32")
+    p.add_argument("--epochs", type=int, default=100, help="default 100")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr_step", type=int, default=30, help="StepLR: epochs between decays (default 30)")
+    p.add_argument("--lr_gamma", type=float, default=0.5, help="StepLR: decay factor (default 0.5)")
+    p.add_argument("--kl_weight", type=float, default=1e-3, help="weight of the KL term (default 1e-3)")
+    p.add_argument("--hidden", type=int, default=d["hidden"], help=f"MLP width (default {d['hidden']})")
+    p.add_argument("--latent_dim", type=int, default=d["latent_dim"], help=f"default {d['latent_dim']}")
+    p.add_argument("--input_noise", type=float, default=d["input_noise"],
+                   help=f"std of noise added to standardised input weights in training (default {d['input_noise']})")
+    p.add_argument("--latent_noise", type=float, default=d["latent_noise"],
+                   help=f"std of noise added to the latent in training (default {d['latent_noise']})")
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the kept weights (default 0.999)")
+    p.add_argument("--no_align", action="store_true", help="do not align runs (the ablation)")
+    p.add_argument("--holdout", choices=["checkpoints", "runs"], default="checkpoints",
+                   help="validation split: random checkpoints, or whole runs (default checkpoints)")
+    p.add_argument("--val_fraction", type=float, default=0.1, help="held-out share with --holdout checkpoints")
+    p.add_argument("--val_runs", type=int, default=1, help="runs held out with --holdout runs (default 1)")
+    p.add_argument("--min_acc", type=float, default=None, help="train only on checkpoints with val_acc >= this")
+    p.add_argument("--eval_every", type=int, default=10, help="epochs between accuracy evaluations (default 10)")
+    p.add_argument("--eval_models", type=int, default=10, help="networks decoded per periodic evaluation")
+    p.add_argument("--eval_images", type=int, default=2000, help="test images for periodic evaluations")
+    p.add_argument("--final_models", type=int, default=100,
+                   help="held-out reconstructions and prior samples in the final report (full test set)")
+    p.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="folder with cifar-10-batches-py")
+    p.add_argument("--no_download", action="store_true", help="never try to download CIFAR-10")
+    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--seed", type=int, default=0, help="default 0")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_NAME/vae_last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_args())
+    except (DataError, cd.DatasetError, CheckpointError) as e:
+        sys.exit(f"error: {e}")

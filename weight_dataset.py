@@ -1,0 +1,130 @@
+"""The checkpoint dataset as training data for the generators: aligned, standardised, split.
+
+    ds = WeightDataset("checkpoints/Toy_CNN", align=True, holdout="checkpoints")
+    ds.train, ds.val          # standardised flat weights, [n, n_params]
+    ds.standardizer           # per-tensor mean/std, saved inside every model checkpoint that uses it
+"""
+import os
+
+import torch
+
+import checkpoint_dataset as cd
+from alignment import align_runs
+from tinynn import FlatLayout
+
+ALIGNMENT_FILE = "alignment.pt"
+
+
+class Standardizer:
+    """Per-tensor standardisation: each tensor of the layout (a conv kernel, a BN bias, ...) is
+    shifted and scaled by its own mean and std over the training checkpoints."""
+
+    def __init__(self, layout, means, stds):
+        self.layout, self.means, self.stds = layout, list(means), list(stds)
+        sizes = [s.numel for s in layout.slots]
+        self._mean = torch.repeat_interleave(torch.tensor(self.means, dtype=torch.float32), torch.tensor(sizes))
+        self._std = torch.repeat_interleave(torch.tensor(self.stds, dtype=torch.float32), torch.tensor(sizes))
+
+    @classmethod
+    def fit(cls, weights, layout):
+        means, stds = [], []
+        for s in layout.slots:
+            t = weights[:, s.offset:s.offset + s.numel].double()
+            means.append(t.mean().item())
+            stds.append(max(t.std().item(), 1e-8))  # a constant tensor still divides safely
+        return cls(layout, means, stds)
+
+    def standardize(self, weights):
+        return (weights - self._mean.to(weights.device)) / self._std.to(weights.device)
+
+    def destandardize(self, z):
+        return z * self._std.to(z.device) + self._mean.to(z.device)
+
+    def state_dict(self):
+        return dict(means=self.means, stds=self.stds, layout=self.layout.to_json())
+
+    @classmethod
+    def from_state_dict(cls, d):
+        return cls(FlatLayout.from_json(d["layout"]), d["means"], d["stds"])
+
+
+def _alignment_key(manifest, reference_run):
+    """What the cached permutations depend on: the runs (and their last checkpoints)."""
+    return dict(reference_run=reference_run,
+                runs=[[r["run"], r["seed"], r["steps"]] for r in manifest["runs"]])
+
+
+def load_alignment(folder, manifest, weights, layout):
+    """{run: flat index} aligning every run to the first run; cached in alignment.pt because
+    weight matching takes seconds per run and every training run would redo it."""
+    runs = [r["run"] for r in manifest["runs"]]
+    reference = runs[0]
+    key = _alignment_key(manifest, reference)
+    path = os.path.join(folder, ALIGNMENT_FILE)
+    if os.path.exists(path):
+        try:
+            cached = torch.load(path, map_location="cpu", weights_only=True)
+            if cached["key"] == key:
+                return cached["index"]
+        except Exception:  # a broken cache is recomputed, not fatal
+            pass
+    run_of = torch.tensor([c["run"] for c in manifest["checkpoints"]])
+    last = {r: weights[(run_of == r).nonzero()[-1].item()] for r in runs}
+    index = align_runs(last, layout, manifest["tinynn"], reference)
+    cd.atomic_write(path, lambda tmp: torch.save(dict(key=key, index=index), tmp))
+    return index
+
+
+class WeightDataset:
+    """Flat weights of a checkpoint dataset with a validation split.
+
+    holdout="checkpoints": a random `val_fraction` of all checkpoints is held out;
+    holdout="runs": the last `val_runs` runs are held out whole (a harder test: unseen basins).
+    The standardiser is fitted on the training split only.
+    """
+
+    def __init__(self, folder, align=True, min_acc=None, holdout="checkpoints", val_fraction=0.1,
+                 val_runs=1, seed=0):
+        self.folder = folder
+        self.manifest = cd.load_manifest(folder)
+        self.layout = FlatLayout.from_json(self.manifest["layout"])
+        self.tinynn_config = self.manifest["tinynn"]
+        weights = cd.load_weights(folder, self.manifest)
+        records = self.manifest["checkpoints"]
+        run_of = torch.tensor([c["run"] for c in records])
+        if align:
+            index = load_alignment(folder, self.manifest, weights, self.layout)
+            for run, idx in index.items():
+                rows = (run_of == run).nonzero().squeeze(1)
+                weights[rows] = weights[rows][:, idx]
+        keep = torch.ones(len(records), dtype=torch.bool)
+        if min_acc is not None:
+            keep = torch.tensor([c["val_acc"] >= min_acc for c in records])
+        val = self._val_mask(run_of, holdout, val_fraction, val_runs, seed) & keep
+        train = ~val & keep
+        if train.sum() == 0 or val.sum() == 0:
+            raise cd.DatasetError(f"{folder}: the split leaves {int(train.sum())} training and "
+                                  f"{int(val.sum())} validation checkpoints; change --min_acc or the hold-out")
+        self.train_records = [records[i] for i in train.nonzero().squeeze(1).tolist()]
+        self.val_records = [records[i] for i in val.nonzero().squeeze(1).tolist()]
+        self.standardizer = Standardizer.fit(weights[train], self.layout)
+        self.train = self.standardizer.standardize(weights[train])
+        self.val = self.standardizer.standardize(weights[val])
+        self.description = dict(folder=os.path.abspath(folder), align=align, min_acc=min_acc, holdout=holdout,
+                                val_fraction=val_fraction, val_runs=val_runs, seed=seed,
+                                n_train=len(self.train), n_val=len(self.val))
+
+    @staticmethod
+    def _val_mask(run_of, holdout, val_fraction, val_runs, seed):
+        if holdout == "runs":
+            runs = sorted(set(run_of.tolist()))
+            if not 0 < val_runs < len(runs):
+                raise cd.DatasetError(f"cannot hold out {val_runs} of {len(runs)} runs")
+            return torch.isin(run_of, torch.tensor(runs[-val_runs:]))
+        if holdout != "checkpoints":
+            raise ValueError(f"holdout must be 'checkpoints' or 'runs', not {holdout!r}")
+        g = torch.Generator().manual_seed(seed)
+        n_val = max(1, round(val_fraction * len(run_of)))
+        mask = torch.zeros(len(run_of), dtype=torch.bool)
+        mask[torch.randperm(len(run_of), generator=g)[:n_val]] = True
+        return mask
