@@ -122,3 +122,15 @@ def model_from_flat(vector, layout, config):
 
 def count_flat_numbers(config=None):
     return FlatLayout.of(TinyNN(**(config or {}))).numel
+
+
+def clamp_running_var(vectors, layout):
+    """Generated BatchNorm running variances can come out negative, which makes BN's
+    sqrt(var + eps) NaN; clamp them at 0 in place. Returns how many were clamped."""
+    clamped = 0
+    for s in layout.slots:
+        if s.name.endswith("running_var"):
+            block = vectors[:, s.offset:s.offset + s.numel]
+            clamped += int((block < 0).sum())
+            block.clamp_(min=0)
+    return clamped

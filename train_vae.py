@@ -25,49 +25,11 @@ import checkpoint_dataset as cd
 from cifar10 import DEFAULT_DATA_DIR, DataError, load_cifar10
 from model_io import CheckpointError, load_checkpoint, save_checkpoint
 from tinynn_training import evaluate_flat, pick_device
-from vae_model import VAE_DEFAULTS, WeightVAE
-from weight_dataset import Standardizer, WeightDataset
+from training_utils import EMA, write_log
+from vae_model import KIND, VAE_DEFAULTS, WeightVAE, load_vae
+from weight_dataset import WeightDataset
 
-KIND = "weight-vae"
 CHECKPOINT_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
-
-
-def build_vae(ckpt, use_ema=True):
-    """The VAE stored in a checkpoint dict, with its standardiser, in eval mode."""
-    model = WeightVAE(**ckpt["model_args"])
-    model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
-    return model.eval(), Standardizer.from_state_dict(ckpt["standardizer"])
-
-
-def load_vae(path, expect_layout=None):
-    """(VAE, standardiser, checkpoint dict) from a train_vae.py checkpoint, checked against
-    `expect_layout` (a FlatLayout) when given."""
-    ckpt = load_checkpoint(path, KIND)
-    model, std = build_vae(ckpt)
-    if expect_layout is not None and std.layout != expect_layout:
-        raise CheckpointError(f"{path} was trained on another TinyNN layout "
-                              f"({std.layout.numel} numbers, not {expect_layout.numel})")
-    return model, std, ckpt
-
-
-class EMA:
-    """Exponential moving average of a model's parameters and buffers."""
-
-    def __init__(self, model, decay):
-        self.decay, self.updates = decay, 0
-        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model):
-        # Warm-up: early on the average follows the model closely, or a short run would
-        # keep (nearly) its random initialisation.
-        self.updates += 1
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for k, v in model.state_dict().items():
-            if v.is_floating_point():
-                self.state[k].lerp_(v, 1 - decay)
-            else:
-                self.state[k].copy_(v)
 
 
 def decoded_accuracies(flat_z, ds, test, device):
@@ -100,14 +62,6 @@ def validation_loss(model, val, kl_weight, batch_size):
         parts = [model.loss(val[i:i + batch_size], kl_weight) for i in range(0, len(val), batch_size)]
     n = [min(batch_size, len(val) - i) for i in range(0, len(val), batch_size)]
     return [sum(p[j].item() * k for p, k in zip(parts, n)) / len(val) for j in range(3)]
-
-
-def write_log(history, path):
-    """The whole log, rewritten from the checkpointed history: a resumed run never repeats lines."""
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(h) + "\n" for h in history)
-    cd.atomic_write(path, write)
 
 
 def plot_history(history, path):
@@ -154,7 +108,7 @@ def main(args):
           f"(align={not args.no_align}, holdout={args.holdout}); device {device}")
 
     model = WeightVAE(ds.layout.numel, args.hidden, args.latent_dim, args.input_noise, args.latent_noise).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)  # one kernel per step: faster on CPU and GPU
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=args.lr_step, gamma=args.lr_gamma)
     ema = EMA(model, args.ema)
     start, best_val, history = 0, float("inf"), []
@@ -237,7 +191,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     p.add_argument("--lr_step", type=int, default=30, help="StepLR: epochs between decays (default 30)")
     p.add_argument("--lr_gamma", type=float, default=0.5, help="StepLR: decay factor (default 0.5)")
-    p.add_argument("--kl_weight", type=float, default=1e-3, help="weight of the KL term (default 1e-3)")
+    p.add_argument("--kl_weight", type=float, default=0.1,
+                   help="weight of the KL term; 0.1 gave the best prior samples of 1e-3, 1e-2, 0.1 (default 0.1)")
     p.add_argument("--hidden", type=int, default=d["hidden"], help=f"MLP width (default {d['hidden']})")
     p.add_argument("--latent_dim", type=int, default=d["latent_dim"], help=f"default {d['latent_dim']}")
     p.add_argument("--input_noise", type=float, default=d["input_noise"],

@@ -9,6 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model_io import CheckpointError, load_checkpoint
+from weight_dataset import Standardizer
+
+KIND = "weight-vae"  # the "kind" of a train_vae.py checkpoint
 # One place for the VAE's defaults: train_vae.py's flags and the constructor read them.
 VAE_DEFAULTS = dict(hidden=256, latent_dim=64, input_noise=0.001, latent_noise=0.1)
 
@@ -69,3 +73,21 @@ class WeightVAE(nn.Module):
         p = next(self.parameters())
         z = torch.randn(n, self.latent_dim, generator=generator, device=generator.device if generator else "cpu")
         return self.decode(z.to(p.device, p.dtype))
+
+
+def build_vae(ckpt, use_ema=True):
+    """The VAE stored in a checkpoint dict, with its standardiser, in eval mode."""
+    model = WeightVAE(**ckpt["model_args"])
+    model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
+    return model.eval(), Standardizer.from_state_dict(ckpt["standardizer"])
+
+
+def load_vae(path, expect_layout=None):
+    """(VAE, standardiser, checkpoint dict) from a train_vae.py checkpoint, checked against
+    `expect_layout` (a FlatLayout) when given."""
+    ckpt = load_checkpoint(path, KIND)
+    model, std = build_vae(ckpt)
+    if expect_layout is not None and std.layout != expect_layout:
+        raise CheckpointError(f"{path} was trained on another TinyNN layout "
+                              f"({std.layout.numel} numbers, not {expect_layout.numel})")
+    return model, std, ckpt

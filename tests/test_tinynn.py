@@ -1,7 +1,7 @@
 import torch
 
 from cifar10 import standardize
-from tinynn import FlatLayout, TinyNN, count_flat_numbers, model_from_flat
+from tinynn import FlatLayout, TinyNN, clamp_running_var, count_flat_numbers, model_from_flat
 
 
 def trained_like_model(seed=0):
@@ -63,3 +63,14 @@ def test_unflatten_rejects_a_wrong_length():
         assert str(layout.numel) in str(e)
     else:
         raise AssertionError("a vector of the wrong length was accepted")
+
+
+def test_negative_generated_variances_are_clamped_and_the_net_runs(cifar):
+    layout = FlatLayout.of(TinyNN())
+    vec = layout.flatten(trained_like_model(2).state_dict()).repeat(2, 1)
+    var = next(s for s in layout.slots if s.name.endswith("running_var"))
+    vec[0, var.offset:var.offset + 3] = -0.5
+    assert clamp_running_var(vec, layout) == 3
+    assert (vec[0, var.offset:var.offset + 3] == 0).all()
+    with torch.no_grad():
+        assert torch.isfinite(model_from_flat(vec[0], layout, TinyNN().config())(standardize(cifar.test_images[:8]))).all()

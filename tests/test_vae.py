@@ -5,11 +5,10 @@ import shutil
 import pytest
 import torch
 
-import checkpoint_dataset as cd
 from conftest import DATA_DIR, run_script
 from model_io import CheckpointError, save_checkpoint
 from tinynn import FlatLayout, TinyNN
-from train_vae import load_vae
+from vae_model import load_vae
 from weight_dataset import Standardizer, WeightDataset
 
 TINY_VAE = ["--hidden", "64", "--latent_dim", "8", "--batch_size", "2", "--eval_every", "2",

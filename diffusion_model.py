@@ -1,0 +1,152 @@
+"""DDPM over vectors: the diffusion process owns the noise schedule, the loss and the samplers;
+the network is only the denoiser (the lucidrains/denoising-diffusion-pytorch split).
+
+    diffusion = GaussianDiffusion(VectorDenoiser(dim), timesteps=1000, schedule="cosine")
+    loss = diffusion.loss(x0)                                   # epsilon-prediction MSE
+    x = diffusion.sample(100, sampler="ddim", steps=50)          # or sampler="ddpm" (all T steps)
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# One place for the defaults that train_diffusion.py's flags and the constructors share.
+DIFFUSION_DEFAULTS = dict(timesteps=1000, schedule="linear", hidden=512, depth=4, time_dim=128)
+
+
+def linear_betas(timesteps):
+    """Ho et al. 2020: betas from 1e-4 to 0.02 over 1000 steps, rescaled for other lengths."""
+    scale = 1000 / timesteps
+    return torch.linspace(scale * 1e-4, scale * 0.02, timesteps, dtype=torch.float64)
+
+
+def cosine_betas(timesteps, s=0.008):
+    """Nichol & Dhariwal 2021: alpha_bar follows a squared cosine; betas capped at 0.999."""
+    t = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64) / timesteps
+    alpha_bar = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+
+
+def timestep_embedding(t, dim):
+    """Sinusoidal embedding of integer timesteps, [B] -> [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([args.sin(), args.cos()], dim=1)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, hidden, time_dim):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.time = nn.Linear(time_dim, hidden)
+        self.fc1, self.fc2 = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+
+    def forward(self, h, temb):
+        x = F.silu(self.fc1(self.norm(h)) + self.time(temb))
+        return h + self.fc2(x)
+
+
+class VectorDenoiser(nn.Module):
+    """Predicts the noise in a noisy vector: an MLP of residual blocks, each told the timestep."""
+
+    def __init__(self, dim, hidden=DIFFUSION_DEFAULTS["hidden"], depth=DIFFUSION_DEFAULTS["depth"],
+                 time_dim=DIFFUSION_DEFAULTS["time_dim"]):
+        super().__init__()
+        self.args = dict(dim=dim, hidden=hidden, depth=depth, time_dim=time_dim)
+        self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+        self.inp = nn.Linear(dim, hidden)
+        self.blocks = nn.ModuleList(ResidualBlock(hidden, time_dim) for _ in range(depth))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
+        nn.init.zeros_(self.out[-1].weight)  # start by predicting zero noise: a calm first step
+        nn.init.zeros_(self.out[-1].bias)
+        self.time_dim = time_dim
+
+    def forward(self, x, t):
+        temb = self.time_mlp(timestep_embedding(t, self.time_dim))
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, temb)
+        return self.out(h)
+
+
+class GaussianDiffusion(nn.Module):
+    def __init__(self, denoiser, timesteps=DIFFUSION_DEFAULTS["timesteps"], schedule=DIFFUSION_DEFAULTS["schedule"],
+                 clip_x0=None):
+        """clip_x0: bound on |predicted x_0| while sampling (the training data's range). Early,
+        x_0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) divides by ~0.006, so a small
+        error in eps on a rare, large x_T sends a deterministic DDIM path far off the data;
+        clipping x_0 (as image diffusion clips to [-1, 1]) keeps it in range."""
+        super().__init__()
+        self.denoiser, self.timesteps, self.schedule, self.clip_x0 = denoiser, timesteps, schedule, clip_x0
+        betas = {"linear": linear_betas, "cosine": cosine_betas}[schedule](timesteps)
+        alpha_bar = torch.cumprod(1 - betas, dim=0)
+        alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
+        for name, value in dict(
+                betas=betas, alpha_bar=alpha_bar, alpha_bar_prev=alpha_bar_prev,
+                sqrt_alpha_bar=alpha_bar.sqrt(), sqrt_one_minus_alpha_bar=(1 - alpha_bar).sqrt(),
+                posterior_var=betas * (1 - alpha_bar_prev) / (1 - alpha_bar)).items():
+            self.register_buffer(name, value.float(), persistent=False)
+
+    def q_sample(self, x0, t, noise):
+        """x_t given x_0: sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) noise."""
+        return self.sqrt_alpha_bar[t, None] * x0 + self.sqrt_one_minus_alpha_bar[t, None] * noise
+
+    def loss(self, x0):
+        """Epsilon-prediction MSE at uniformly drawn timesteps."""
+        t = torch.randint(0, self.timesteps, (x0.shape[0],), device=x0.device)
+        noise = torch.randn_like(x0)
+        return F.mse_loss(self.denoiser(self.q_sample(x0, t, noise), t), noise)
+
+    @torch.no_grad()
+    def sample(self, n, sampler="ddim", steps=50, eta=0.0, generator=None, progress=None):
+        """n vectors from the model. sampler="ddpm": ancestral sampling over all timesteps;
+        "ddim": `steps` evenly spaced timesteps, deterministic for eta=0."""
+        device = self.betas.device
+        dim = self.denoiser.args["dim"]
+        x = torch.randn(n, dim, generator=generator, device=device)
+        if sampler == "ddpm":
+            return self._ddpm(x, generator, progress)
+        if sampler == "ddim":
+            return self._ddim(x, steps, eta, generator, progress)
+        raise ValueError(f"sampler must be 'ddpm' or 'ddim', not {sampler!r}")
+
+    def _noise_like(self, x, generator):
+        return torch.randn(x.shape, generator=generator, device=x.device)
+
+    def _predict(self, x, t):
+        """(x_0, eps) predicted at timestep t, x_0 clipped to the data range when one is set."""
+        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        eps = self.denoiser(x, tt)
+        if self.clip_x0 is None:
+            return (x - self.sqrt_one_minus_alpha_bar[t] * eps) / self.sqrt_alpha_bar[t], eps
+        x0 = ((x - self.sqrt_one_minus_alpha_bar[t] * eps) / self.sqrt_alpha_bar[t]).clamp(-self.clip_x0, self.clip_x0)
+        return x0, (x - self.sqrt_alpha_bar[t] * x0) / self.sqrt_one_minus_alpha_bar[t]
+
+    def _ddpm(self, x, generator, progress):
+        for t in _iterate(reversed(range(self.timesteps)), self.timesteps, progress):
+            x0, _ = self._predict(x, t)
+            # Posterior mean of q(x_{t-1} | x_t, x_0), written with x_0.
+            ab, ab_prev, beta = self.alpha_bar[t], self.alpha_bar_prev[t], self.betas[t]
+            mean = (ab_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - ab_prev) * x) / (1 - ab)
+            x = mean + self.posterior_var[t].sqrt() * self._noise_like(x, generator) if t > 0 else mean
+        return x
+
+    def _ddim(self, x, steps, eta, generator, progress):
+        ts = torch.linspace(self.timesteps - 1, 0, steps).round().long().unique_consecutive().tolist()
+        for i, t in enumerate(_iterate(ts, len(ts), progress)):
+            prev = ts[i + 1] if i + 1 < len(ts) else -1
+            ab = self.alpha_bar[t]
+            ab_prev = self.alpha_bar[prev] if prev >= 0 else torch.ones((), device=x.device)
+            x0, eps = self._predict(x, t)
+            sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
+            x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps
+            if eta > 0 and prev >= 0:
+                x = x + sigma * self._noise_like(x, generator)
+        return x
+
+
+def _iterate(items, total, progress):
+    """Wrap an iterable in a progress bar when `progress` is a tqdm-like factory."""
+    return progress(items, total=total) if progress else items

@@ -1,0 +1,65 @@
+"""Dataset -> VAE -> diffusion -> sample at a tiny size: generated TinyNNs load and run; a
+diffusion model used with the wrong VAE gives one clear error."""
+import shutil
+
+import pytest
+import torch
+
+from cifar10 import standardize
+from conftest import DATA_DIR, run_script
+from model_io import load_checkpoint
+from tinynn import TinyNN
+
+VAE = ["--hidden", "32", "--latent_dim", "4", "--batch_size", "2", "--epochs", "3", "--eval_every", "3",
+       "--eval_models", "1", "--eval_images", "200", "--final_models", "1", "--val_fraction", "0.25",
+       "--data_dir", DATA_DIR, "--no_download", "--quiet"]
+DIFF = ["--hidden", "32", "--depth", "1", "--time_dim", "16", "--timesteps", "50", "--epochs", "3",
+        "--batch_size", "4", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_dataset, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipe") / "ds"
+    shutil.copytree(tiny_dataset, folder)
+    run_script("train_vae.py", "--checkpoint_dir", folder, *VAE)
+    run_script("train_vae.py", "--checkpoint_dir", folder, "--run_name", "vae_other", "--seed", "1", *VAE)
+    run_script("train_diffusion.py", "--checkpoint_dir", folder, *DIFF)
+    run_script("train_diffusion.py", "--checkpoint_dir", folder, "--space", "weights", *DIFF)
+    return folder
+
+
+@pytest.mark.parametrize("space,sampler", [("latent", "ddim"), ("latent", "ddpm"), ("weights", "ddim")])
+def test_generated_networks_load_and_run(pipeline, cifar, space, sampler):
+    out = pipeline / f"gen_{space}_{sampler}"
+    run_script("sample.py", "--model_path", pipeline / f"diffusion_{space}" / "diffusion.pt", "--num_models", "3",
+               "--sampler", sampler, "--steps", "5", "--out", out, "--quiet", "--device", "cpu")
+    stacked = load_checkpoint(str(out / "generated.pt"), "generated-tinynns")
+    assert stacked["weights"].shape[0] == 3 and torch.isfinite(stacked["weights"]).all()
+    assert "BatchNorm" in stacked["batchnorm"] or "generated" in stacked["batchnorm"]
+    x = standardize(cifar.test_images[:32])
+    for i in range(3):
+        model = TinyNN(**stacked["tinynn"])
+        model.load_state_dict(torch.load(out / f"model_{i:03d}.pt", weights_only=True))
+        with torch.no_grad():
+            logits = model.eval()(x)
+        assert logits.shape == (32, 10) and torch.isfinite(logits).all()
+
+
+def test_diffusion_checkpoint_records_its_vae(pipeline):
+    ckpt = load_checkpoint(str(pipeline / "diffusion_latent" / "diffusion.pt"), "weight-diffusion")
+    assert ckpt["space"]["vae"]["path"] == str(pipeline / "vae" / "vae.pt")
+    assert len(ckpt["space"]["latent_mean"]) == 4 and ckpt["epoch"] == 3
+
+
+def test_wrong_vae_is_one_clear_error(pipeline, tmp_path):
+    out = run_script("sample.py", "--model_path", pipeline / "diffusion_latent" / "diffusion.pt",
+                     "--vae_path", pipeline / "vae_other" / "vae.pt", "--num_models", "2", "--out", tmp_path / "g",
+                     "--quiet", check=False)
+    assert out.returncode != 0 and "not the VAE this diffusion model was trained on" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_a_vae_checkpoint_is_not_a_diffusion_checkpoint(pipeline, tmp_path):
+    out = run_script("sample.py", "--model_path", pipeline / "vae" / "vae.pt", "--out", tmp_path / "g",
+                     "--quiet", check=False)
+    assert out.returncode != 0 and "expected 'weight-diffusion'" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,160 @@
+"""Train a DDPM on the VAE's latents of a checkpoint dataset (or directly on its weights).
+
+    python train_diffusion.py --checkpoint_dir Toy_CNN --batch_size 8 --epochs 1000
+    python train_diffusion.py --checkpoint_dir Toy_CNN --space weights          # direct weight diffusion
+    python train_diffusion.py --checkpoint_dir Toy_CNN --resume                  # after an interruption
+
+--space latent (the default) encodes the dataset with the VAE (--vae_path, default
+checkpoints/NAME/vae/vae.pt), using the same alignment and split the VAE was trained with;
+latents are cached and standardised per dimension. --space weights diffuses the standardised
+flat weights themselves. Outputs, in checkpoints/NAME/RUN_NAME/: diffusion.pt (EMA weights,
+optimizer, the VAE it depends on, everything sample.py needs), log.jsonl, loss.png.
+"""
+import argparse
+import os
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+import checkpoint_dataset as cd
+from diffusion_model import DIFFUSION_DEFAULTS, GaussianDiffusion, VectorDenoiser
+from model_io import CheckpointError, load_checkpoint, save_checkpoint
+from tinynn_training import pick_device
+from training_utils import EMA, write_log
+from vae_diffusion import DiffusionSpace
+from vae_model import load_vae
+from weight_dataset import WeightDataset
+
+KIND = "weight-diffusion"
+CHECKPOINT_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
+
+
+def build_diffusion(ckpt, use_ema=True):
+    """The diffusion model stored in a checkpoint dict, in eval mode."""
+    model = GaussianDiffusion(VectorDenoiser(**ckpt["denoiser_args"]), **ckpt["diffusion_args"])
+    model.denoiser.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
+    return model.eval()
+
+
+def weight_dataset_for(args, folder):
+    """The latent space uses the alignment and split its VAE was trained with."""
+    if args.space == "weights":
+        return WeightDataset(folder, align=not args.no_align, seed=args.seed)
+    _, _, vae_ckpt = load_vae(args.vae_path)
+    d = vae_ckpt["dataset"]
+    return WeightDataset(folder, align=d["align"], min_acc=d["min_acc"], holdout=d["holdout"],
+                         val_fraction=d["val_fraction"], val_runs=d["val_runs"], seed=d["seed"])
+
+
+def plot_loss(history, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([h["epoch"] for h in history], [h["loss"] for h in history])
+    ax.set(xlabel="epoch", ylabel="epsilon MSE", yscale="log", title="diffusion training loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(args):
+    torch.manual_seed(args.seed)
+    device = pick_device(args.device)
+    folder = os.path.join(CHECKPOINT_ROOT, args.checkpoint_dir)
+    args.vae_path = args.vae_path or os.path.join(folder, "vae", "vae.pt")
+    args.run_name = args.run_name or f"diffusion_{args.space}"
+    out = os.path.join(folder, args.run_name)
+    ds = weight_dataset_for(args, folder)
+    space, data = DiffusionSpace.for_training(args.space, ds, args.vae_path, cache_dir=out)
+    data = data.to(device)
+    print(f"{folder}: {len(data)} training vectors of {data.shape[1]} numbers ({args.space} space); device {device}")
+
+    denoiser = VectorDenoiser(data.shape[1], args.hidden, args.depth, args.time_dim)
+    # Sampling keeps predicted x_0 inside the training data's range (see GaussianDiffusion).
+    diffusion = GaussianDiffusion(denoiser, args.timesteps, args.schedule, clip_x0=data.abs().max().item()).to(device)
+    opt = torch.optim.AdamW(denoiser.parameters(), lr=args.lr, weight_decay=0.0)
+    ema = EMA(denoiser, args.ema)
+    start, history = 0, []
+    path = os.path.join(out, "diffusion.pt")
+    if args.resume:
+        ckpt = load_checkpoint(path, KIND)
+        if ckpt["denoiser_args"] != denoiser.args:
+            raise CheckpointError(f"{path} holds a denoiser with other arguments ({ckpt['denoiser_args']})")
+        denoiser.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        ema.state, ema.updates = {k: v.to(device) for k, v in ckpt["ema"].items()}, ckpt["ema_updates"]
+        start, history = ckpt["epoch"], ckpt["history"]
+        print(f"resumed from {path} at epoch {start}")
+
+    t0 = time.time()
+    gen = torch.Generator(device=device).manual_seed(args.seed + start)
+    try:
+        for epoch in tqdm(range(start, args.epochs), desc="diffusion", unit="epoch", initial=start,
+                          total=args.epochs, disable=args.quiet):
+            order = torch.randperm(len(data), generator=gen, device=device)
+            total = torch.zeros((), device=device)
+            for i in range(0, len(order), args.batch_size):
+                loss = diffusion.loss(data[order[i:i + args.batch_size]])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                ema.update(denoiser)
+                total += loss.detach()
+            history.append(dict(epoch=epoch + 1, loss=total.item() / -(-len(order) // args.batch_size),
+                                seconds=round(time.time() - t0, 1)))
+            if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
+                save(path, denoiser, diffusion, ema, opt, args, space, ds, history)
+                write_log(history, os.path.join(out, "log.jsonl"))
+    except KeyboardInterrupt:
+        save(path, denoiser, diffusion, ema, opt, args, space, ds, history)  # the partial epoch is kept too
+        print(f"\ninterrupted; saved after epoch {len(history)}: continue with the same command and --resume")
+        sys.exit(130)
+    plot_loss(history, os.path.join(out, "loss.png"))
+    print(f"trained {args.epochs - start} epochs in {time.time() - t0:.0f}s; final loss {history[-1]['loss']:.4f}; "
+          f"written to {path}")
+
+
+def save(path, denoiser, diffusion, ema, opt, args, space, ds, history):
+    save_checkpoint(dict(
+        kind=KIND, denoiser_args=denoiser.args,
+        diffusion_args=dict(timesteps=diffusion.timesteps, schedule=diffusion.schedule, clip_x0=diffusion.clip_x0),
+        space=space.state_dict(), tinynn=ds.tinynn_config, dataset=ds.description, config=vars(args),
+        epoch=len(history), model=denoiser.state_dict(), ema=ema.state, ema_updates=ema.updates,
+        optimizer=opt.state_dict(), history=history), path)
+
+
+def parse_args(argv=None):
+    d = DIFFUSION_DEFAULTS
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint_dir", required=True, help="dataset name under checkpoints/ (or an absolute path)")
+    p.add_argument("--space", choices=["latent", "weights"], default="latent",
+                   help="diffuse VAE latents (default) or the standardised flat weights")
+    p.add_argument("--vae_path", default=None, help="VAE checkpoint (default checkpoints/NAME/vae/vae.pt)")
+    p.add_argument("--run_name", default=None, help="output folder in the dataset folder (default diffusion_SPACE)")
+    p.add_argument("--batch_size", type=int, default=8, help="default 8")
+    p.add_argument("--epochs", type=int, default=1000, help="default 1000")
+    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
+    p.add_argument("--timesteps", type=int, default=d["timesteps"], help=f"diffusion steps (default {d['timesteps']})")
+    p.add_argument("--schedule", choices=["linear", "cosine"], default=d["schedule"],
+                   help=f"noise schedule (default {d['schedule']})")
+    p.add_argument("--hidden", type=int, default=d["hidden"], help=f"denoiser width (default {d['hidden']})")
+    p.add_argument("--depth", type=int, default=d["depth"], help=f"denoiser residual blocks (default {d['depth']})")
+    p.add_argument("--time_dim", type=int, default=d["time_dim"], help=f"timestep embedding size (default {d['time_dim']})")
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the kept weights (default 0.999)")
+    p.add_argument("--no_align", action="store_true", help="--space weights: do not align runs")
+    p.add_argument("--save_every", type=int, default=10, help="epochs between checkpoint saves (default 10)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--seed", type=int, default=0, help="default 0")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_NAME/diffusion.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_args())
+    except (cd.DatasetError, CheckpointError) as e:
+        sys.exit(f"error: {e}")
