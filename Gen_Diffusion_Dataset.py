@@ -29,9 +29,6 @@ from cifar10 import DEFAULT_DATA_DIR, Augment, DataError, load_cifar10, split_va
 from tinynn import TINYNN_DEFAULTS, FlatLayout, TinyNN
 from tinynn_training import RunTrainer, TrainConfig, evaluate, pick_device
 
-CHECKPOINT_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
-
-
 def run_seed(base_seed, run_id):
     """Independent runs get unrelated seeds; run ids keep them stable across shards and restarts."""
     return int(np.random.SeedSequence([base_seed, run_id]).generate_state(1)[0])
@@ -178,7 +175,7 @@ def plot_curves(runs, min_acc, path):
 
 
 def main(args):
-    args.folder = os.path.join(CHECKPOINT_ROOT, args.checkpoint_dir)
+    args.folder = cd.dataset_folder(args.checkpoint_dir)
     if args.assemble:
         manifest = cd.assemble_manifest(args.folder)
         print(summarize(args.folder, manifest, 0.0))

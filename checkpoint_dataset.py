@@ -18,6 +18,7 @@ import re
 
 import torch
 
+CHECKPOINT_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
 SETTINGS = "settings.json"
 MANIFEST = "manifest.json"
 FORMAT = "tinynn-checkpoint-dataset/1"
@@ -26,6 +27,11 @@ _RUN_FILE = re.compile(r"^run_(\d{4,})\.pt$")
 
 class DatasetError(Exception):
     """A checkpoint folder that cannot be used as it is; the message says why and what to do."""
+
+
+def dataset_folder(name):
+    """checkpoints/NAME, or NAME itself when it is an absolute path."""
+    return os.path.join(CHECKPOINT_ROOT, name)
 
 
 def run_filename(run_id):

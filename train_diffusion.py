@@ -28,9 +28,6 @@ from vae_model import load_vae
 from weight_dataset import WeightDataset
 
 KIND = "weight-diffusion"
-CHECKPOINT_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
-
-
 def build_diffusion(ckpt, use_ema=True):
     """The diffusion model stored in a checkpoint dict, in eval mode."""
     model = GaussianDiffusion(VectorDenoiser(**ckpt["denoiser_args"]), **ckpt["diffusion_args"])
@@ -38,14 +35,18 @@ def build_diffusion(ckpt, use_ema=True):
     return model.eval()
 
 
-def weight_dataset_for(args, folder):
-    """The latent space uses the alignment and split its VAE was trained with."""
+def training_space(args, folder):
+    """(weight dataset, DiffusionSpace, training vectors). The latent space uses the alignment
+    and split its VAE was trained with."""
     if args.space == "weights":
-        return WeightDataset(folder, align=not args.no_align, seed=args.seed)
-    _, _, vae_ckpt = load_vae(args.vae_path)
-    d = vae_ckpt["dataset"]
-    return WeightDataset(folder, align=d["align"], min_acc=d["min_acc"], holdout=d["holdout"],
-                         val_fraction=d["val_fraction"], val_runs=d["val_runs"], seed=d["seed"])
+        ds = WeightDataset(folder, align=not args.no_align, seed=args.seed)
+        return (ds, *DiffusionSpace.for_training("weights", ds))
+    vae = load_vae(args.vae_path)
+    d = vae[2]["dataset"]
+    ds = WeightDataset(folder, align=d["align"], min_acc=d["min_acc"], holdout=d["holdout"],
+                       val_fraction=d["val_fraction"], val_runs=d["val_runs"], seed=d["seed"])
+    return (ds, *DiffusionSpace.for_training("latent", ds, args.vae_path, vae, cache_dir=os.path.join(
+        folder, args.run_name)))
 
 
 def plot_loss(history, path):
@@ -63,19 +64,18 @@ def plot_loss(history, path):
 def main(args):
     torch.manual_seed(args.seed)
     device = pick_device(args.device)
-    folder = os.path.join(CHECKPOINT_ROOT, args.checkpoint_dir)
+    folder = cd.dataset_folder(args.checkpoint_dir)
     args.vae_path = args.vae_path or os.path.join(folder, "vae", "vae.pt")
     args.run_name = args.run_name or f"diffusion_{args.space}"
     out = os.path.join(folder, args.run_name)
-    ds = weight_dataset_for(args, folder)
-    space, data = DiffusionSpace.for_training(args.space, ds, args.vae_path, cache_dir=out)
+    ds, space, data = training_space(args, folder)
     data = data.to(device)
     print(f"{folder}: {len(data)} training vectors of {data.shape[1]} numbers ({args.space} space); device {device}")
 
     denoiser = VectorDenoiser(data.shape[1], args.hidden, args.depth, args.time_dim)
     # Sampling keeps predicted x_0 inside the training data's range (see GaussianDiffusion).
     diffusion = GaussianDiffusion(denoiser, args.timesteps, args.schedule, clip_x0=data.abs().max().item()).to(device)
-    opt = torch.optim.AdamW(denoiser.parameters(), lr=args.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(denoiser.parameters(), lr=args.lr, weight_decay=0.0, fused=True)  # ~2x faster steps on CPU
     ema = EMA(denoiser, args.ema)
     start, history = 0, []
     path = os.path.join(out, "diffusion.pt")

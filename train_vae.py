@@ -29,9 +29,6 @@ from training_utils import EMA, write_log
 from vae_model import KIND, VAE_DEFAULTS, WeightVAE, load_vae
 from weight_dataset import WeightDataset
 
-CHECKPOINT_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
-
-
 def decoded_accuracies(flat_z, ds, test, device):
     """Test accuracy of TinyNNs whose standardised weights are `flat_z`."""
     weights = ds.standardizer.destandardize(flat_z.to(device))
@@ -96,7 +93,7 @@ def make_state(model, ema, opt, sched, args, ds, epoch, best_val, history):
 def main(args):
     torch.manual_seed(args.seed)
     device = pick_device(args.device)
-    folder = os.path.join(CHECKPOINT_ROOT, args.checkpoint_dir)
+    folder = cd.dataset_folder(args.checkpoint_dir)
     ds = WeightDataset(folder, align=not args.no_align, min_acc=args.min_acc, holdout=args.holdout,
                        val_fraction=args.val_fraction, val_runs=args.val_runs, seed=args.seed)
     out = os.path.join(folder, args.run_name)

@@ -42,11 +42,14 @@ class DiffusionSpace:
         self.latent_mean, self.latent_std = latent_mean, latent_std
 
     @classmethod
-    def for_training(cls, space, ds, vae_path=None, cache_dir=None):
-        """The space and the training vectors for dataset `ds` (a WeightDataset)."""
+    def for_training(cls, space, ds, vae_path=None, loaded_vae=None, cache_dir=None):
+        """The space and the training vectors for dataset `ds` (a WeightDataset); the VAE is
+        read from `vae_path` unless `loaded_vae` (load_vae's result for that path) is given."""
         if space == "weights":
             return cls(space, ds.standardizer), ds.train
-        vae, std, ckpt = load_vae(vae_path, expect_layout=ds.layout)
+        vae, std, ckpt = loaded_vae or load_vae(vae_path)
+        if std.layout != ds.layout:
+            raise CheckpointError(f"{vae_path} was trained on another TinyNN layout than {ds.folder}")
         if ckpt["dataset"]["align"] != ds.description["align"]:
             raise CheckpointError(f"{vae_path} was trained with align={ckpt['dataset']['align']}, "
                                   f"the diffusion data has align={ds.description['align']}")

@@ -1,0 +1,68 @@
+"""From CIFAR-10 to a report on generated TinyNNs in one command, at a small size.
+
+Runs the five scripts in order, printing each command so that you can rerun or change any
+step by hand:
+
+    python quickstart.py                      # small default (about 10-15 minutes on a 2-core CPU)
+    python quickstart.py --name Mine --runs 4 --ckpts_per_run 60
+
+Each step continues where it stopped if the command is run again (the dataset keeps its
+finished runs; the VAE and diffusion steps are skipped when their checkpoint exists).
+"""
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from cifar10 import DEFAULT_DATA_DIR
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def step(cmd, skip_if=None):
+    """Print and run one pipeline command; stop the quickstart if it fails."""
+    shown = "python " + " ".join(shlex.quote(str(c)) for c in cmd)
+    if skip_if and os.path.exists(skip_if):
+        print(f"\n# skipped (done: {os.path.relpath(skip_if, ROOT)}): {shown}", flush=True)
+        return
+    print(f"\n$ {shown}", flush=True)
+    t0 = time.time()
+    if subprocess.run([sys.executable, *map(str, cmd)], cwd=ROOT).returncode != 0:
+        sys.exit(f"error: step failed: {shown}")
+    print(f"# {time.time() - t0:.0f}s", flush=True)
+
+
+def main(args):
+    t0 = time.time()
+    folder = os.path.join(ROOT, "checkpoints", args.name)
+    common = ["--data_dir", args.data_dir] + (["--no_download"] if args.no_download else []) + ["--device", args.device]
+    step(["Gen_Diffusion_Dataset.py", "--checkpoint_dir", args.name, "--runs", args.runs,
+          "--ckpts_per_run", args.ckpts_per_run, "--min_acc", args.min_acc, *common])
+    step(["train_vae.py", "--checkpoint_dir", args.name, "--epochs", args.vae_epochs, "--final_models", 20,
+          *common], skip_if=os.path.join(folder, "vae", "final.json"))
+    diffusion = os.path.join(folder, "diffusion_latent", "diffusion.pt")
+    step(["train_diffusion.py", "--checkpoint_dir", args.name, "--epochs", args.diffusion_epochs,
+          "--device", args.device], skip_if=os.path.join(folder, "diffusion_latent", "loss.png"))
+    samples = os.path.join(folder, "diffusion_latent", "quickstart_samples")
+    step(["sample.py", "--model_path", diffusion, "--num_models", args.num_models, "--sampler", "ddim",
+          "--steps", 50, "--out", samples, "--device", args.device])
+    step(["evaluate_generated.py", "--model_path", samples, "--checkpoint_dir", args.name,
+          "--train_models", args.num_models, *common])
+    print(f"\nquickstart done in {(time.time() - t0) / 60:.1f} min; report: {os.path.join(samples, 'report.md')}")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", default="Quickstart", help="dataset name under checkpoints/ (default Quickstart)")
+    p.add_argument("--runs", type=int, default=3, help="TinyNN training runs (default 3)")
+    p.add_argument("--ckpts_per_run", type=int, default=40, help="checkpoints per run (default 40)")
+    p.add_argument("--min_acc", type=float, default=0.75, help="validation accuracy a checkpoint needs (default 0.75)")
+    p.add_argument("--vae_epochs", type=int, default=100, help="default 100")
+    p.add_argument("--diffusion_epochs", type=int, default=1000, help="default 1000")
+    p.add_argument("--num_models", type=int, default=100, help="networks generated and evaluated (default 100)")
+    p.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="folder with cifar-10-batches-py")
+    p.add_argument("--no_download", action="store_true", help="never try to download CIFAR-10")
+    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    main(p.parse_args())
