@@ -1,15 +1,19 @@
-"""Test accuracy of generated TinyNNs, side by side with the training checkpoints.
+"""Evaluate generated TinyNNs honestly: next to the training checkpoints, simple baselines, and
+measures of how new they are (DESIGN.md section 4).
 
-    python evaluate_generated.py --model_path checkpoints/Toy_CNN/diffusion_latent/samples_ddim_50_seed0 \
+    python evaluate_generated.py --model_path checkpoints/Toy_CNN/diffusion_latent/samples_ddim_50_seed0 \\
                                  --checkpoint_dir Toy_CNN
 
---model_path is a folder written by sample.py (or its generated.pt). Every generated network
-and --train_models random training checkpoints are evaluated on the full CIFAR-10 test set.
-Writes report.json and report.md beside the generated models, and accuracy_hist.png.
-(Baselines and novelty measures of DESIGN.md section 4 are still to come.)
+--model_path is a folder written by sample.py (or its generated.pt). On the full CIFAR-10 test
+set it evaluates every generated network, --train_models random training checkpoints, and
+--baseline_models of each baseline: training weights plus Gaussian noise at three scales, the
+average of --average_k aligned checkpoints, and a per-coordinate Gaussian fit of the weights.
+Novelty, for every group: distance to the nearest training checkpoint (aligned, standardised
+weights; RMS per coordinate) and the largest overlap (Jaccard) of its wrong test predictions with
+any sampled training model's; for training checkpoints themselves, the nearest *other* one.
+Writes report.json, report.md, accuracy_hist.png and novelty.png beside the generated models.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -17,10 +21,13 @@ import numpy as np
 import torch
 
 import checkpoint_dataset as cd
+from baselines import all_baselines, max_error_overlap, nearest_distance
 from cifar10 import DEFAULT_DATA_DIR, DataError, load_cifar10
 from model_io import CheckpointError, load_checkpoint
-from tinynn import FlatLayout
-from tinynn_training import evaluate_flat, pick_device
+from tinynn import FlatLayout, clamp_running_var
+from tinynn_training import pick_device, predict_flat
+from weight_dataset import WeightDataset
+
 
 def load_generated(path):
     """(weights [n, n_params], layout, tinynn config, source info) from sample.py's output."""
@@ -30,64 +37,103 @@ def load_generated(path):
     return g["weights"], FlatLayout.from_json(g["layout"]), g["tinynn"], g.get("source", {})
 
 
-def stats(accs, min_acc=None):
-    a = np.asarray(accs, dtype=np.float64)
-    s = dict(n=len(a), mean=a.mean(), median=float(np.median(a)), std=a.std(), min=a.min(), max=a.max())
+def stats(values, min_acc=None):
+    a = np.asarray(values, dtype=np.float64)
+    s = dict(mean=a.mean(), median=np.median(a), std=a.std(), min=a.min(), max=a.max())
     if min_acc is not None:
-        s["above_min_acc"] = float((a >= min_acc).mean())
-    return {k: float(v) if k != "n" else int(v) for k, v in s.items()}
+        s["above_min_acc"] = (a >= min_acc).mean()
+    return dict(n=len(a), **{k: float(v) for k, v in s.items()})
 
 
-def training_sample(folder, n, seed):
-    """n random training checkpoints (flat weights) and their manifest records."""
-    manifest = cd.load_manifest(folder)
-    weights = cd.load_weights(folder, manifest)
-    pick = torch.randperm(len(weights), generator=torch.Generator().manual_seed(seed))[:n]
-    return weights[pick], manifest
+def model_groups(generated, ds, args):
+    """{group: z-space weights}; training checkpoints are a random sample (their rows returned)."""
+    z_train = ds.train
+    rows = torch.randperm(len(z_train), generator=torch.Generator().manual_seed(args.seed))[:args.train_models]
+    groups = {"generated": ds.standardizer.standardize(generated), "training checkpoints": z_train[rows]}
+    if args.baseline_models:
+        groups.update(all_baselines(z_train, args.baseline_models, args.average_k, args.seed))
+    return groups, rows
 
 
-def markdown(rows, min_acc):
-    head = "| models | n | mean | median | std | min | max | >= min_acc |\n|---|---|---|---|---|---|---|---|\n"
-    body = "".join(f"| {name} | {s['n']} | {s['mean']:.4f} | {s['median']:.4f} | {s['std']:.4f} | {s['min']:.4f} "
-                   f"| {s['max']:.4f} | {s.get('above_min_acc', float('nan')):.2f} |\n" for name, s in rows.items())
-    return f"Test accuracy on the full CIFAR-10 test set (min_acc = {min_acc}).\n\n" + head + body
+def evaluate_groups(groups, train_rows, ds, test, device):
+    """Accuracies and novelty of every group; novelty is measured against all checkpoints of
+    the dataset (aligned), `train_rows` saying which of them the training sample is."""
+    labels = test[1].cpu()
+    reference = torch.cat([ds.train, ds.val])
+    preds = {}
+    for name, z in groups.items():
+        w = ds.standardizer.destandardize(z)
+        clamp_running_var(w, ds.layout)  # baselines too: a usable network needs var >= 0
+        preds[name] = predict_flat(w, ds.layout, ds.tinynn_config, test[0], device)
+    wrong_train = preds["training checkpoints"] != labels
+    results = {}
+    for name, z in groups.items():
+        is_train = name == "training checkpoints"
+        results[name] = dict(
+            accuracy=preds[name].eq(labels).float().mean(1).tolist(),
+            nearest_distance=nearest_distance(z, reference, train_rows if is_train else None).tolist(),
+            max_error_overlap=max_error_overlap(preds[name] != labels, wrong_train,
+                                                torch.arange(len(z)) if is_train else None).tolist())
+    return results
 
 
-def plot(accs, path):
+def markdown(results, min_acc):
+    lines = [f"Test accuracy on the full CIFAR-10 test set; novelty against the training checkpoints "
+             f"(min_acc = {min_acc}).", "",
+             "| models | n | mean | median | std | min | max | >= min_acc | nearest dist (median) "
+             "| max error overlap (median) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        a, d, o = stats(r["accuracy"], min_acc), stats(r["nearest_distance"]), stats(r["max_error_overlap"])
+        lines.append(f"| {name} | {a['n']} | {a['mean']:.4f} | {a['median']:.4f} | {a['std']:.4f} | {a['min']:.4f} "
+                     f"| {a['max']:.4f} | {a['above_min_acc']:.2f} | {d['median']:.4f} | {o['median']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(results, out):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     bins = np.linspace(0, 1, 101)
-    for name, a in accs.items():
-        ax.hist(a, bins=bins, alpha=0.6, label=name)
-    ax.set(xlabel="test accuracy", ylabel="models", title="generated vs training TinyNNs")
-    ax.legend()
+    for name, r in results.items():
+        ax.hist(r["accuracy"], bins=bins, alpha=0.5, label=name)
+    ax.set(xlabel="test accuracy", ylabel="models", title="generated vs training vs baselines")
+    ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(os.path.join(out, "accuracy_hist.png"), dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, r in results.items():
+        ax.scatter(r["nearest_distance"], r["accuracy"], s=8, alpha=0.6, label=name)
+    ax.set_xscale("symlog", linthresh=1e-3)  # training checkpoints sit ~0 from a neighbour
+    ax.set(xlabel="distance to nearest training checkpoint (RMS, standardised)", ylabel="test accuracy",
+           title="accuracy against novelty")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "novelty.png"), dpi=110)
     plt.close(fig)
 
 
 def main(args):
     device = pick_device(args.device)
-    weights, layout, config, source = load_generated(args.model_path)
+    generated, layout, _, source = load_generated(args.model_path)
     folder = cd.dataset_folder(args.checkpoint_dir)
-    train_w, manifest = training_sample(folder, args.train_models, args.seed)
-    if FlatLayout.from_json(manifest["layout"]) != layout:
+    ds = WeightDataset(folder, align=True, seed=args.seed)
+    if ds.layout != layout:
         raise CheckpointError(f"the generated models and {folder} have different TinyNN layouts")
     data = load_cifar10(args.data_dir, device, download=not args.no_download)
-    test = (data.test_images, data.test_labels)
-    accs = {"generated": evaluate_flat(weights, layout, config, *test, device=device),
-            "training checkpoints": evaluate_flat(train_w, layout, config, *test, device=device)}
-    min_acc = manifest["selection"]["min_acc"]
-    rows = {k: stats(v, min_acc) for k, v in accs.items()}
+    groups, rows = model_groups(generated, ds, args)
+    results = evaluate_groups(groups, rows, ds, (data.test_images, data.test_labels), device)
+    min_acc = ds.manifest["selection"]["min_acc"]
     out = args.model_path if os.path.isdir(args.model_path) else os.path.dirname(args.model_path)
-    report = dict(rows=rows, accuracies=accs, source=source, checkpoint_dir=os.path.abspath(folder))
-    cd.write_json(os.path.join(out, "report.json"), report)
-    text = markdown(rows, min_acc)
+    summary = {name: dict(accuracy=stats(r["accuracy"], min_acc), nearest_distance=stats(r["nearest_distance"]),
+                          max_error_overlap=stats(r["max_error_overlap"])) for name, r in results.items()}
+    cd.write_json(os.path.join(out, "report.json"), dict(summary=summary, per_model=results, source=source,
+                                                         checkpoint_dir=os.path.abspath(folder)))
+    text = markdown(results, min_acc)
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(text)
-    plot(accs, os.path.join(out, "accuracy_hist.png"))
+    plots(results, out)
     print(text)
 
 
@@ -95,11 +141,13 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_path", required=True, help="sample.py output folder, or its generated.pt")
     p.add_argument("--checkpoint_dir", required=True, help="the training dataset (name under checkpoints/)")
-    p.add_argument("--train_models", type=int, default=100, help="training checkpoints to evaluate (default 100)")
+    p.add_argument("--train_models", type=int, default=100, help="training checkpoints evaluated (default 100)")
+    p.add_argument("--baseline_models", type=int, default=100, help="networks per baseline (default 100; 0: none)")
+    p.add_argument("--average_k", type=int, default=5, help="checkpoints per averaged baseline (default 5)")
     p.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="folder with cifar-10-batches-py")
     p.add_argument("--no_download", action="store_true", help="never try to download CIFAR-10")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--seed", type=int, default=0, help="which training checkpoints are drawn (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="which checkpoints and baselines are drawn (default 0)")
     return p.parse_args(argv)
 
 

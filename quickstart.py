@@ -39,9 +39,9 @@ def main(args):
     folder = os.path.join(ROOT, "checkpoints", args.name)
     common = ["--data_dir", args.data_dir] + (["--no_download"] if args.no_download else []) + ["--device", args.device]
     step(["Gen_Diffusion_Dataset.py", "--checkpoint_dir", args.name, "--runs", args.runs,
-          "--ckpts_per_run", args.ckpts_per_run, "--min_acc", args.min_acc, *common])
+          "--ckpts_per_run", args.ckpts_per_run, "--min_acc", args.min_acc, *args.dataset_flags, *common])
     step(["train_vae.py", "--checkpoint_dir", args.name, "--epochs", args.vae_epochs, "--final_models", 20,
-          *common], skip_if=os.path.join(folder, "vae", "final.json"))
+          *args.vae_flags, *common], skip_if=os.path.join(folder, "vae", "final.json"))
     diffusion = os.path.join(folder, "diffusion_latent", "diffusion.pt")
     step(["train_diffusion.py", "--checkpoint_dir", args.name, "--epochs", args.diffusion_epochs,
           "--device", args.device], skip_if=os.path.join(folder, "diffusion_latent", "loss.png"))
@@ -49,7 +49,7 @@ def main(args):
     step(["sample.py", "--model_path", diffusion, "--num_models", args.num_models, "--sampler", "ddim",
           "--steps", 50, "--out", samples, "--device", args.device])
     step(["evaluate_generated.py", "--model_path", samples, "--checkpoint_dir", args.name,
-          "--train_models", args.num_models, *common])
+          "--train_models", args.num_models, "--baseline_models", args.num_models, *common])
     print(f"\nquickstart done in {(time.time() - t0) / 60:.1f} min; report: {os.path.join(samples, 'report.md')}")
 
 
@@ -65,4 +65,7 @@ if __name__ == "__main__":
     p.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="folder with cifar-10-batches-py")
     p.add_argument("--no_download", action="store_true", help="never try to download CIFAR-10")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--dataset_flags", type=shlex.split, default=[],
+                   help='more Gen_Diffusion_Dataset.py flags in one string, e.g. "--train_size 2000 --epochs 2"')
+    p.add_argument("--vae_flags", type=shlex.split, default=[], help='more train_vae.py flags, e.g. "--hidden 64"')
     main(p.parse_args())

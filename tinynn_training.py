@@ -128,12 +128,18 @@ def train_tinynn(data, seed, model_config=None, train_config=None, device="cpu",
     return run.model, evaluate(run.model, data.test_images, data.test_labels), seconds
 
 
-def evaluate_flat(vectors, layout, model_config, images_uint8, labels, device="cpu"):
-    """Test accuracy of each flat weight vector in `vectors` [n, n_params], rebuilt as a TinyNN
-    with the BatchNorm statistics the vector carries."""
+def predict_flat(vectors, layout, model_config, images_uint8, device="cpu"):
+    """Predicted labels [n, images] of each flat weight vector in `vectors` [n, n_params],
+    rebuilt as a TinyNN with the BatchNorm statistics the vector carries."""
     model = TinyNN(**model_config).to(device, memory_format=torch.channels_last)
-    accs = []
+    preds = []
     for v in vectors:
         model.load_state_dict(layout.unflatten(v.float().to(device)))
-        accs.append(evaluate(model, images_uint8, labels))
-    return accs
+        preds.append(predict(model, images_uint8))
+    return torch.stack(preds).cpu() if preds else torch.empty(0, len(images_uint8), dtype=torch.long)
+
+
+def evaluate_flat(vectors, layout, model_config, images_uint8, labels, device="cpu"):
+    """Test accuracy (a list) of each flat weight vector in `vectors`."""
+    preds = predict_flat(vectors, layout, model_config, images_uint8, device)
+    return preds.eq(labels.cpu()).float().mean(1).tolist()

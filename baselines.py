@@ -1,0 +1,58 @@
+"""What a weight generator has to beat (DESIGN.md section 4), and how new its networks are.
+
+Zeng et al. 2025 found that weight generators mostly copy or average their training
+checkpoints, and do no better than adding noise to them. Every baseline here works on the
+aligned, standardised training weights of a WeightDataset (z-space, where each tensor has unit
+spread), so "noise 0.1" means a tenth of each tensor's spread across the dataset.
+"""
+import torch
+
+NOISE_SCALES = (0.01, 0.05, 0.1)
+
+
+def noisy_copies(z_train, n, scale, gen):
+    """Random training checkpoints plus Gaussian noise of std `scale` (z-space)."""
+    pick = torch.randint(0, len(z_train), (n,), generator=gen)
+    return z_train[pick] + scale * torch.randn(n, z_train.shape[1], generator=gen)
+
+
+def averages(z_train, n, k, gen):
+    """The mean of k random (aligned) training checkpoints."""
+    picks = torch.stack([torch.randperm(len(z_train), generator=gen)[:k] for _ in range(n)])
+    return z_train[picks].mean(1)
+
+
+def gaussian_fit(z_train, n, gen):
+    """Independent Gaussians per coordinate, with the training checkpoints' mean and std."""
+    mean, std = z_train.mean(0), z_train.std(0)
+    return mean + std * torch.randn(n, z_train.shape[1], generator=gen)
+
+
+def all_baselines(z_train, n, k, seed):
+    """{name: z-space vectors [n, n_params]} for every baseline."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {f"train + noise {s}": noisy_copies(z_train, n, s, gen) for s in NOISE_SCALES}
+    out[f"average of {k}"] = averages(z_train, n, k, gen)
+    out["per-coordinate Gaussian"] = gaussian_fit(z_train, n, gen)
+    return out
+
+
+def nearest_distance(z_query, z_train, self_index=None):
+    """RMS distance per coordinate (z-space) from each query to its nearest training vector.
+    self_index[i]: the row of z_train that query i is, skipped (for training vs training)."""
+    d = torch.cdist(z_query.double(), z_train.double()) / z_train.shape[1] ** 0.5
+    if self_index is not None:
+        d[torch.arange(len(d)), self_index] = float("inf")
+    return d.min(1).values.float()
+
+
+def max_error_overlap(wrong_query, wrong_train, self_index=None):
+    """For each query model, the largest Jaccard overlap between the test images it gets wrong
+    and those one training model gets wrong. wrong_*: bool [models, test images]."""
+    a, b = wrong_query.float(), wrong_train.float()
+    inter = a @ b.T
+    union = a.sum(1, keepdim=True) + b.sum(1)[None] - inter
+    jac = inter / union.clamp(min=1)
+    if self_index is not None:
+        jac[torch.arange(len(jac)), self_index] = -1.0
+    return jac.max(1).values
