@@ -29,12 +29,16 @@ BN_HANDLING = ("generated: BatchNorm running statistics are part of the generate
                "(negative running variances clamped at 0)")
 
 
-def generate(ckpt, num_models, sampler, steps, eta, seed, device, vae_path=None, quiet=False):
-    """Flat TinyNN weights [num_models, n_params] sampled from a diffusion checkpoint dict."""
+def load_generator(ckpt, device, vae_path=None):
+    """(DiffusionSpace, diffusion model) from a diffusion checkpoint dict, on `device`."""
     space = DiffusionSpace.from_state_dict(ckpt["space"], vae_path)
     if space.vae is not None:
         space.vae.to(device)
-    diffusion = build_diffusion(ckpt).to(device)
+    return space, build_diffusion(ckpt).to(device)
+
+
+def generate(space, diffusion, num_models, sampler, steps, eta, seed, device, quiet=False):
+    """Flat TinyNN weights [num_models, n_params]: diffusion samples decoded into weights."""
     gen = torch.Generator(device=device).manual_seed(seed)
     progress = None if quiet else (lambda it, total: tqdm(it, total=total, desc=sampler, unit="step"))
     samples = diffusion.sample(num_models, sampler=sampler, steps=steps, eta=eta, generator=gen, progress=progress)
@@ -59,9 +63,10 @@ def main(args):
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model_path)),
                                    f"samples_{args.sampler}_{args.steps if args.sampler == 'ddim' else 'all'}"
                                    f"_seed{args.seed}")
-    t0 = time.time()
-    weights = generate(ckpt, args.num_models, args.sampler, args.steps, args.eta, args.seed, device,
-                       args.vae_path, args.quiet)
+    space, diffusion = load_generator(ckpt, device, args.vae_path)
+    t0 = time.time()  # sampling and decoding only, not loading
+    weights = generate(space, diffusion, args.num_models, args.sampler, args.steps, args.eta, args.seed, device,
+                       args.quiet)
     seconds = time.time() - t0
     layout = FlatLayout.from_json(ckpt["space"]["standardizer"]["layout"])
     clamped = clamp_running_var(weights, layout)
