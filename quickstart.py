@@ -3,7 +3,7 @@
 Runs the five scripts in order, printing each command so that you can rerun or change any
 step by hand:
 
-    python quickstart.py                      # small default (about 10-15 minutes on a 2-core CPU)
+    python quickstart.py                      # small default (16 minutes measured on a 2-core CPU)
     python quickstart.py --name Mine --runs 4 --ckpts_per_run 60
 
 Each step continues where it stopped if the command is run again (the dataset keeps its
