@@ -12,7 +12,6 @@ TinyNNs, and their test accuracy logged. Outputs, in checkpoints/NAME/RUN_NAME/:
 vae.pt (best), vae_last.pt (for --resume), log.jsonl, final.json and vae_curves.png.
 """
 import argparse
-import json
 import os
 import sys
 import time

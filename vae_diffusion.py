@@ -12,6 +12,7 @@ import os
 
 import torch
 
+from checkpoint_dataset import atomic_write
 from model_io import CheckpointError
 from vae_model import load_vae
 from weight_dataset import Standardizer
@@ -71,7 +72,7 @@ class DiffusionSpace:
         latents = encode(vae, z_weights)
         if path:
             os.makedirs(cache_dir, exist_ok=True)
-            torch.save(dict(fingerprint=info["fingerprint"], latents=latents), path)
+            atomic_write(path, lambda tmp: torch.save(dict(fingerprint=info["fingerprint"], latents=latents), tmp))
         return latents
 
     def state_dict(self):
