@@ -3,6 +3,7 @@ the network is only the denoiser (the lucidrains/denoising-diffusion-pytorch spl
 
     diffusion = GaussianDiffusion(VectorDenoiser(dim), timesteps=1000, schedule="cosine")
     loss = diffusion.loss(x0)                                   # epsilon-prediction MSE
+    GaussianDiffusion(VectorDenoiser(dim, hidden=128), prediction="x0")  # the denoiser predicts x_0
     x = diffusion.sample(100, sampler="ddim", steps=50)          # or sampler="ddpm" (all T steps)
 """
 import math
@@ -12,7 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 # One place for the defaults that train_diffusion.py's flags and the constructors share.
-DIFFUSION_DEFAULTS = dict(timesteps=1000, schedule="linear", hidden=512, depth=4, time_dim=128)
+DIFFUSION_DEFAULTS = dict(timesteps=1000, schedule="linear", hidden=512, depth=4, time_dim=128, prediction="eps")
+# Direct diffusion on 55,786 weights: a 512-wide denoiser is 57M parameters (hours per 100
+# epochs on a CPU), so it gets a 128-wide one. Its output then spans only 128 directions, which
+# cannot hold the noise of 55,786 coordinates (an eps-predictor would leave most of the noise
+# in the sample) but can hold a point of the data, which lies near a low-dimensional set: the
+# weight-space denoiser predicts x_0 instead.
+SPACE_DEFAULTS = dict(latent={}, weights=dict(hidden=128, prediction="x0"))
 
 
 def linear_betas(timesteps):
@@ -73,13 +80,17 @@ class VectorDenoiser(nn.Module):
 
 class GaussianDiffusion(nn.Module):
     def __init__(self, denoiser, timesteps=DIFFUSION_DEFAULTS["timesteps"], schedule=DIFFUSION_DEFAULTS["schedule"],
-                 clip_x0=None):
-        """clip_x0: bound on |predicted x_0| while sampling (the training data's range). Early,
+                 clip_x0=None, prediction=DIFFUSION_DEFAULTS["prediction"]):
+        """prediction: what the denoiser outputs, "eps" (the noise) or "x0" (the clean vector);
+        the loss is the MSE of that output. clip_x0: bound on |predicted x_0| while sampling (the training data's range). Early,
         x_0 = (x_t - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) divides by ~0.006, so a small
         error in eps on a rare, large x_T sends a deterministic DDIM path far off the data;
         clipping x_0 (as image diffusion clips to [-1, 1]) keeps it in range."""
         super().__init__()
+        if prediction not in ("eps", "x0"):
+            raise ValueError(f"prediction must be 'eps' or 'x0', not {prediction!r}")
         self.denoiser, self.timesteps, self.schedule, self.clip_x0 = denoiser, timesteps, schedule, clip_x0
+        self.prediction = prediction
         betas = {"linear": linear_betas, "cosine": cosine_betas}[schedule](timesteps)
         alpha_bar = torch.cumprod(1 - betas, dim=0)
         alpha_bar_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bar[:-1]])
@@ -94,10 +105,11 @@ class GaussianDiffusion(nn.Module):
         return self.sqrt_alpha_bar[t, None] * x0 + self.sqrt_one_minus_alpha_bar[t, None] * noise
 
     def loss(self, x0):
-        """Epsilon-prediction MSE at uniformly drawn timesteps."""
+        """MSE of the predicted noise (or x_0) at uniformly drawn timesteps."""
         t = torch.randint(0, self.timesteps, (x0.shape[0],), device=x0.device)
         noise = torch.randn_like(x0)
-        return F.mse_loss(self.denoiser(self.q_sample(x0, t, noise), t), noise)
+        target = noise if self.prediction == "eps" else x0
+        return F.mse_loss(self.denoiser(self.q_sample(x0, t, noise), t), target)
 
     @torch.no_grad()
     def sample(self, n, sampler="ddim", steps=50, eta=0.0, generator=None, progress=None):
@@ -118,10 +130,10 @@ class GaussianDiffusion(nn.Module):
     def _predict(self, x, t):
         """(x_0, eps) predicted at timestep t, x_0 clipped to the data range when one is set."""
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = self.denoiser(x, tt)
-        if self.clip_x0 is None:
-            return (x - self.sqrt_one_minus_alpha_bar[t] * eps) / self.sqrt_alpha_bar[t], eps
-        x0 = ((x - self.sqrt_one_minus_alpha_bar[t] * eps) / self.sqrt_alpha_bar[t]).clamp(-self.clip_x0, self.clip_x0)
+        out = self.denoiser(x, tt)
+        x0 = out if self.prediction == "x0" else (x - self.sqrt_one_minus_alpha_bar[t] * out) / self.sqrt_alpha_bar[t]
+        if self.clip_x0 is not None:
+            x0 = x0.clamp(-self.clip_x0, self.clip_x0)
         return x0, (x - self.sqrt_alpha_bar[t] * x0) / self.sqrt_one_minus_alpha_bar[t]
 
     def _ddpm(self, x, generator, progress):

@@ -14,12 +14,12 @@ def mixture(n, g):
     return CENTRES[which] + SPREAD * torch.randn(n, 2, generator=g)
 
 
-@pytest.fixture(scope="module")
-def trained():
+@pytest.fixture(scope="module", params=["eps", "x0"])
+def trained(request):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     diffusion = GaussianDiffusion(VectorDenoiser(2, hidden=128, depth=3, time_dim=32), timesteps=200,
-                                  clip_x0=mixture(10000, g).abs().max().item())
+                                  clip_x0=mixture(10000, g).abs().max().item(), prediction=request.param)
     opt = torch.optim.Adam(diffusion.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 4000)
     for _ in range(4000):
@@ -74,3 +74,4 @@ def test_schedules_are_valid():
 def test_unknown_sampler_is_refused(trained):
     with pytest.raises(ValueError, match="sampler"):
         trained.sample(2, sampler="euler")
+
