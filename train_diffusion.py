@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 import checkpoint_dataset as cd
-from diffusion_model import DIFFUSION_DEFAULTS, GaussianDiffusion, VectorDenoiser
+from diffusion_model import DIFFUSION_DEFAULTS, SPACE_DEFAULTS, GaussianDiffusion, VectorDenoiser
 from model_io import CheckpointError, load_checkpoint, save_checkpoint
 from tinynn_training import pick_device
 from training_utils import EMA, write_log
@@ -44,7 +44,8 @@ def training_space(args, folder):
     vae = load_vae(args.vae_path)
     d = vae[2]["dataset"]
     ds = WeightDataset(folder, align=d["align"], min_acc=d["min_acc"], holdout=d["holdout"],
-                       val_fraction=d["val_fraction"], val_runs=d["val_runs"], seed=d["seed"])
+                       val_fraction=d["val_fraction"], val_runs=d["val_runs"], seed=d["seed"],
+                       max_train=d.get("max_train"))  # VAEs saved before --max_train existed used all
     return (ds, *DiffusionSpace.for_training("latent", ds, args.vae_path, vae, cache_dir=os.path.join(
         folder, args.run_name)))
 
@@ -67,6 +68,9 @@ def main(args):
     folder = cd.dataset_folder(args.checkpoint_dir)
     args.vae_path = args.vae_path or os.path.join(folder, "vae", "vae.pt")
     args.run_name = args.run_name or f"diffusion_{args.space}"
+    for key, value in {**DIFFUSION_DEFAULTS, **SPACE_DEFAULTS[args.space]}.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     out = os.path.join(folder, args.run_name)
     ds, space, data = training_space(args, folder)
     data = data.to(device)
@@ -74,15 +78,17 @@ def main(args):
 
     denoiser = VectorDenoiser(data.shape[1], args.hidden, args.depth, args.time_dim)
     # Sampling keeps predicted x_0 inside the training data's range (see GaussianDiffusion).
-    diffusion = GaussianDiffusion(denoiser, args.timesteps, args.schedule, clip_x0=data.abs().max().item()).to(device)
+    diffusion = GaussianDiffusion(denoiser, args.timesteps, args.schedule, clip_x0=data.abs().max().item(),
+                                  prediction=args.prediction).to(device)
     opt = torch.optim.AdamW(denoiser.parameters(), lr=args.lr, weight_decay=0.0, fused=True)  # ~2x faster steps on CPU
     ema = EMA(denoiser, args.ema)
     start, history = 0, []
     path = os.path.join(out, "diffusion.pt")
     if args.resume:
         ckpt = load_checkpoint(path, KIND)
-        if ckpt["denoiser_args"] != denoiser.args:
-            raise CheckpointError(f"{path} holds a denoiser with other arguments ({ckpt['denoiser_args']})")
+        if ckpt["denoiser_args"] != denoiser.args or ckpt["diffusion_args"]["prediction"] != args.prediction:
+            raise CheckpointError(f"{path} holds another denoiser ({ckpt['denoiser_args']}, "
+                                  f"prediction {ckpt['diffusion_args']['prediction']}): pass the flags it was trained with")
         denoiser.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         ema.state, ema.updates = {k: v.to(device) for k, v in ckpt["ema"].items()}, ckpt["ema_updates"]
@@ -120,7 +126,8 @@ def main(args):
 def save(path, denoiser, diffusion, ema, opt, args, space, ds, history):
     save_checkpoint(dict(
         kind=KIND, denoiser_args=denoiser.args,
-        diffusion_args=dict(timesteps=diffusion.timesteps, schedule=diffusion.schedule, clip_x0=diffusion.clip_x0),
+        diffusion_args=dict(timesteps=diffusion.timesteps, schedule=diffusion.schedule, clip_x0=diffusion.clip_x0,
+                            prediction=diffusion.prediction),
         space=space.state_dict(), tinynn=ds.tinynn_config, dataset=ds.description, config=vars(args),
         epoch=len(history), model=denoiser.state_dict(), ema=ema.state, ema_updates=ema.updates,
         optimizer=opt.state_dict(), history=history), path)
@@ -140,9 +147,13 @@ def parse_args(argv=None):
     p.add_argument("--timesteps", type=int, default=d["timesteps"], help=f"diffusion steps (default {d['timesteps']})")
     p.add_argument("--schedule", choices=["linear", "cosine"], default=d["schedule"],
                    help=f"noise schedule (default {d['schedule']})")
-    p.add_argument("--hidden", type=int, default=d["hidden"], help=f"denoiser width (default {d['hidden']})")
+    w = SPACE_DEFAULTS["weights"]
+    p.add_argument("--hidden", type=int, default=None,
+                   help=f"denoiser width (default {d['hidden']}; --space weights: {w['hidden']})")
     p.add_argument("--depth", type=int, default=d["depth"], help=f"denoiser residual blocks (default {d['depth']})")
     p.add_argument("--time_dim", type=int, default=d["time_dim"], help=f"timestep embedding size (default {d['time_dim']})")
+    p.add_argument("--prediction", choices=["eps", "x0"], default=None,
+                   help=f"what the denoiser predicts (default {d['prediction']}; --space weights: {w['prediction']})")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the kept weights (default 0.999)")
     p.add_argument("--no_align", action="store_true", help="--space weights: do not align runs")
     p.add_argument("--save_every", type=int, default=10, help="epochs between checkpoint saves (default 10)")
