@@ -94,7 +94,8 @@ def main(args):
     device = pick_device(args.device)
     folder = cd.dataset_folder(args.checkpoint_dir)
     ds = WeightDataset(folder, align=not args.no_align, min_acc=args.min_acc, holdout=args.holdout,
-                       val_fraction=args.val_fraction, val_runs=args.val_runs, seed=args.seed)
+                       val_fraction=args.val_fraction, val_runs=args.val_runs, seed=args.seed,
+                       max_train=args.max_train)
     out = os.path.join(folder, args.run_name)
     os.makedirs(out, exist_ok=True)
     data = load_cifar10(args.data_dir, device, download=not args.no_download)
@@ -202,6 +203,8 @@ def parse_args(argv=None):
     p.add_argument("--val_fraction", type=float, default=0.1, help="held-out share with --holdout checkpoints")
     p.add_argument("--val_runs", type=int, default=1, help="runs held out with --holdout runs (default 1)")
     p.add_argument("--min_acc", type=float, default=None, help="train only on checkpoints with val_acc >= this")
+    p.add_argument("--max_train", type=int, default=None,
+                   help="train on only this many random training checkpoints (default all)")
     p.add_argument("--eval_every", type=int, default=10, help="epochs between accuracy evaluations (default 10)")
     p.add_argument("--eval_models", type=int, default=10, help="networks decoded per periodic evaluation")
     p.add_argument("--eval_images", type=int, default=2000, help="test images for periodic evaluations")

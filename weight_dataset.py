@@ -80,11 +80,13 @@ class WeightDataset:
 
     holdout="checkpoints": a random `val_fraction` of all checkpoints is held out;
     holdout="runs": the last `val_runs` runs are held out whole (a harder test: unseen basins).
+    max_train: keep only this many training checkpoints, drawn at random (the validation split
+    is unchanged, so models trained on fewer checkpoints are judged on the same ones).
     The standardiser is fitted on the training split only.
     """
 
     def __init__(self, folder, align=True, min_acc=None, holdout="checkpoints", val_fraction=0.1,
-                 val_runs=1, seed=0):
+                 val_runs=1, seed=0, max_train=None):
         self.folder = folder
         self.manifest = cd.load_manifest(folder)
         self.layout = FlatLayout.from_json(self.manifest["layout"])
@@ -102,6 +104,10 @@ class WeightDataset:
             keep = torch.tensor([c["val_acc"] >= min_acc for c in records])
         val = self._val_mask(run_of, holdout, val_fraction, val_runs, seed) & keep
         train = ~val & keep
+        if max_train is not None and max_train < train.sum():
+            rows = train.nonzero().squeeze(1)
+            drop = rows[torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed))[max_train:]]
+            train[drop] = False
         if train.sum() == 0 or val.sum() == 0:
             raise cd.DatasetError(f"{folder}: the split leaves {int(train.sum())} training and "
                                   f"{int(val.sum())} validation checkpoints; change --min_acc or the hold-out")
@@ -111,7 +117,7 @@ class WeightDataset:
         self.train = self.standardizer.standardize(weights[train])
         self.val = self.standardizer.standardize(weights[val])
         self.description = dict(folder=os.path.abspath(folder), align=align, min_acc=min_acc, holdout=holdout,
-                                val_fraction=val_fraction, val_runs=val_runs, seed=seed,
+                                val_fraction=val_fraction, val_runs=val_runs, seed=seed, max_train=max_train,
                                 n_train=len(self.train), n_val=len(self.val))
 
     @staticmethod

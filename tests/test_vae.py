@@ -68,6 +68,16 @@ def test_holdout_runs_keeps_whole_runs_out(dataset):
     assert len(ds.val) == 4 and len(ds.train) == 4
 
 
+def test_max_train_subsets_training_and_keeps_validation(dataset):
+    full = WeightDataset(str(dataset), val_fraction=0.25)
+    part = WeightDataset(str(dataset), val_fraction=0.25, max_train=3)
+    assert len(full.train) == 6 and len(part.train) == 3
+    assert part.val_records == full.val_records
+    steps = lambda records: {(r["run"], r["step"]) for r in records}
+    assert steps(part.train_records) < steps(full.train_records)
+    assert part.description["max_train"] == 3 and part.description["n_train"] == 3
+
+
 def test_trained_vae_reloads_alone_and_reconstructs(trained, dataset):
     vae, std, ckpt = load_vae(str(trained / "vae.pt"))
     assert ckpt["model_args"]["in_dim"] == std.layout.numel == FlatLayout.of(TinyNN(**ckpt["tinynn"])).numel
