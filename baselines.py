@@ -37,13 +37,14 @@ def all_baselines(z_train, n, k, seed):
     return out
 
 
-def nearest_distance(z_query, z_train, self_index=None):
-    """RMS distance per coordinate (z-space) from each query to its nearest training vector.
+def nearest(z_query, z_train, self_index=None):
+    """(RMS distance per coordinate, row) of each query's nearest training vector (z-space).
     self_index[i]: the row of z_train that query i is, skipped (for training vs training)."""
     d = torch.cdist(z_query.double(), z_train.double()) / z_train.shape[1] ** 0.5
     if self_index is not None:
         d[torch.arange(len(d)), self_index] = float("inf")
-    return d.min(1).values.float()
+    dist, row = d.min(1)
+    return dist.float(), row
 
 
 def max_error_overlap(wrong_query, wrong_train, self_index=None):

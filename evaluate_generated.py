@@ -11,6 +11,8 @@ average of --average_k aligned checkpoints, and a per-coordinate Gaussian fit of
 Novelty, for every group: distance to the nearest training checkpoint (aligned, standardised
 weights; RMS per coordinate) and the largest overlap (Jaccard) of its wrong test predictions with
 any sampled training model's; for training checkpoints themselves, the nearest *other* one.
+report.json keeps every model's figures, with the run of its nearest checkpoint
+(experiments/novelty.py reads them).
 Writes report.json, report.md, accuracy_hist.png and novelty.png beside the generated models.
 """
 import argparse
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 import checkpoint_dataset as cd
-from baselines import all_baselines, max_error_overlap, nearest_distance
+from baselines import all_baselines, max_error_overlap, nearest
 from cifar10 import DEFAULT_DATA_DIR, DataError, load_cifar10
 from model_io import CheckpointError, load_checkpoint
 from tinynn import FlatLayout, clamp_running_var
@@ -66,12 +68,14 @@ def evaluate_groups(groups, train_rows, ds, test, device):
         clamp_running_var(w, ds.layout)  # baselines too: a usable network needs var >= 0
         preds[name] = predict_flat(w, ds.layout, ds.tinynn_config, test[0], device)
     wrong_train = preds["training checkpoints"] != labels
+    run_of = [r["run"] for r in ds.train_records + ds.val_records]
     results = {}
     for name, z in groups.items():
         is_train = name == "training checkpoints"
+        dist, row = nearest(z, reference, train_rows if is_train else None)
         results[name] = dict(
             accuracy=preds[name].eq(labels).float().mean(1).tolist(),
-            nearest_distance=nearest_distance(z, reference, train_rows if is_train else None).tolist(),
+            nearest_distance=dist.tolist(), nearest_run=[run_of[i] for i in row.tolist()],
             max_error_overlap=max_error_overlap(preds[name] != labels, wrong_train,
                                                 torch.arange(len(z)) if is_train else None).tolist())
     return results

@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from baselines import all_baselines, max_error_overlap, nearest_distance
+from baselines import all_baselines, max_error_overlap, nearest
 from conftest import DATA_DIR, run_script
 from model_io import save_checkpoint
 from tinynn_training import evaluate_flat
@@ -33,6 +33,7 @@ def test_training_checkpoints_as_generated_reproduce_their_accuracy_and_zero_dis
     direct = evaluate_flat(weights, ds.layout, ds.tinynn_config, cifar.test_images, cifar.test_labels)
     assert report["per_model"]["generated"]["accuracy"] == pytest.approx(direct, abs=1e-6)
     assert report["per_model"]["generated"]["nearest_distance"] == pytest.approx([0, 0, 0], abs=1e-4)
+    assert report["per_model"]["generated"]["nearest_run"] == [r["run"] for r in ds.train_records[:3]]
     # --train_models 100 samples every training checkpoint, so each "generated" one meets itself.
     assert report["summary"]["generated"]["max_error_overlap"]["min"] == pytest.approx(1.0)
     assert {"train + noise 0.01", "average of 5", "per-coordinate Gaussian"} <= set(report["summary"])
@@ -42,10 +43,11 @@ def test_training_checkpoints_as_generated_reproduce_their_accuracy_and_zero_dis
 
 def test_novelty_measures_on_hand_made_cases():
     train = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
-    assert nearest_distance(torch.tensor([[3.0, 4.0], [0.0, 1.0]]), train).tolist() == pytest.approx(
-        [0.0, 1 / 2 ** 0.5])
+    dist, row = nearest(torch.tensor([[3.0, 4.0], [0.0, 1.0]]), train)
+    assert dist.tolist() == pytest.approx([0.0, 1 / 2 ** 0.5]) and row.tolist() == [1, 0]
     # Excluding itself, the first training vector's nearest other one is 5 away (RMS: 5/sqrt(2)).
-    assert nearest_distance(train[:1], train, torch.tensor([0])).item() == pytest.approx(5 / 2 ** 0.5)
+    dist, row = nearest(train[:1], train, torch.tensor([0]))
+    assert dist.item() == pytest.approx(5 / 2 ** 0.5) and row.item() == 1
     wrong_train = torch.tensor([[1, 1, 0, 0], [0, 0, 1, 1]], dtype=torch.bool)
     query = torch.tensor([[1, 1, 1, 0]], dtype=torch.bool)
     assert max_error_overlap(query, wrong_train).item() == pytest.approx(2 / 3)
@@ -56,5 +58,5 @@ def test_baselines_have_the_asked_shapes_and_spreads():
     b = all_baselines(z, 30, 5, seed=1)
     assert all(v.shape == (30, 20) for v in b.values())
     # Noise of 0.01 stays next to a training vector; the averages are smoother than the data.
-    assert nearest_distance(b["train + noise 0.01"], z).max() < 0.02
+    assert nearest(b["train + noise 0.01"], z)[0].max() < 0.02
     assert b["average of 5"].std() < z.std() * 0.6
