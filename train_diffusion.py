@@ -56,7 +56,7 @@ def plot_loss(history, path):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([h["epoch"] for h in history], [h["loss"] for h in history])
-    ax.set(xlabel="epoch", ylabel="epsilon MSE", yscale="log", title="diffusion training loss")
+    ax.set(xlabel="epoch", ylabel="MSE of the prediction (x_0 or noise)", yscale="log", title="diffusion training loss")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -152,8 +152,8 @@ def parse_args(argv=None):
                    help=f"denoiser width (default {d['hidden']}; --space weights: {w['hidden']})")
     p.add_argument("--depth", type=int, default=d["depth"], help=f"denoiser residual blocks (default {d['depth']})")
     p.add_argument("--time_dim", type=int, default=d["time_dim"], help=f"timestep embedding size (default {d['time_dim']})")
-    p.add_argument("--prediction", choices=["eps", "x0"], default=None,
-                   help=f"what the denoiser predicts (default {d['prediction']}; --space weights: {w['prediction']})")
+    p.add_argument("--prediction", choices=["eps", "x0"], default=d["prediction"],
+                   help=f"what the denoiser predicts: the clean vector or the noise (default {d['prediction']})")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the kept weights (default 0.999)")
     p.add_argument("--no_align", action="store_true", help="--space weights: do not align runs")
     p.add_argument("--save_every", type=int, default=10, help="epochs between checkpoint saves (default 10)")
