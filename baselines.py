@@ -47,6 +47,23 @@ def nearest(z_query, z_train, self_index=None):
     return dist.float(), row
 
 
+def nearest_within(z):
+    """RMS distance from each vector to the nearest *other* vector of the same set: how diverse
+    a set of networks is (a generator that repeats itself has near-zero distances here)."""
+    return nearest(z, z, torch.arange(len(z)))[0]
+
+
+def distinct(z, threshold):
+    """How many distinct vectors a set holds: greedily, each vector not within `threshold` of an
+    earlier kept one counts as new."""
+    d = torch.cdist(z.double(), z.double()) / z.shape[1] ** 0.5
+    kept = []
+    for i in range(len(z)):
+        if not kept or d[i, kept].min() > threshold:
+            kept.append(i)
+    return len(kept)
+
+
 def max_error_overlap(wrong_query, wrong_train, self_index=None):
     """For each query model, the largest Jaccard overlap between the test images it gets wrong
     and those one training model gets wrong. wrong_*: bool [models, test images]."""

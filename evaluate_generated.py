@@ -11,8 +11,10 @@ average of --average_k aligned checkpoints, and a per-coordinate Gaussian fit of
 Novelty, for every group: distance to the nearest training checkpoint (aligned, standardised
 weights; RMS per coordinate) and the largest overlap (Jaccard) of its wrong test predictions with
 any sampled training model's; for training checkpoints themselves, the nearest *other* one.
-report.json keeps every model's figures, with the run of its nearest checkpoint
-(experiments/novelty.py reads them).
+Diversity, for every group: each model's distance to the nearest other model of its own group,
+and how many distinct models the group holds (closer than the median training checkpoint is to
+its nearest neighbour counts as the same). report.json keeps every model's figures, with the
+run of its nearest checkpoint (experiments/novelty.py reads them).
 Writes report.json, report.md, accuracy_hist.png and novelty.png beside the generated models.
 """
 import argparse
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 import checkpoint_dataset as cd
-from baselines import all_baselines, max_error_overlap, nearest
+from baselines import all_baselines, distinct, max_error_overlap, nearest, nearest_within
 from cifar10 import DEFAULT_DATA_DIR, DataError, load_cifar10
 from model_io import CheckpointError, load_checkpoint
 from tinynn import FlatLayout, clamp_running_var
@@ -76,20 +78,31 @@ def evaluate_groups(groups, train_rows, ds, test, device):
         results[name] = dict(
             accuracy=preds[name].eq(labels).float().mean(1).tolist(),
             nearest_distance=dist.tolist(), nearest_run=[run_of[i] for i in row.tolist()],
+            nearest_in_group=nearest_within(z).tolist(),
             max_error_overlap=max_error_overlap(preds[name] != labels, wrong_train,
                                                 torch.arange(len(z)) if is_train else None).tolist())
     return results
 
 
-def markdown(results, min_acc):
+def distinct_counts(groups, results):
+    """{group: distinct networks}, two counting as one when closer than the median training
+    checkpoint is to its nearest other checkpoint (about one save interval of SGD)."""
+    threshold = float(np.median(results["training checkpoints"]["nearest_distance"]))
+    return {name: distinct(z, threshold) for name, z in groups.items()}, threshold
+
+
+def markdown(results, counts, threshold, min_acc):
     lines = [f"Test accuracy on the full CIFAR-10 test set; novelty against the training checkpoints "
-             f"(min_acc = {min_acc}).", "",
+             f"(min_acc = {min_acc}); distinct: networks further than {threshold:.4f} from each other.", "",
              "| models | n | mean | median | std | min | max | >= min_acc | nearest dist (median) "
-             "| max error overlap (median) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| max error overlap (median) | nearest in group (median) | distinct |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         a, d, o = stats(r["accuracy"], min_acc), stats(r["nearest_distance"]), stats(r["max_error_overlap"])
+        w = stats(r["nearest_in_group"])
         lines.append(f"| {name} | {a['n']} | {a['mean']:.4f} | {a['median']:.4f} | {a['std']:.4f} | {a['min']:.4f} "
-                     f"| {a['max']:.4f} | {a['above_min_acc']:.2f} | {d['median']:.4f} | {o['median']:.3f} |")
+                     f"| {a['max']:.4f} | {a['above_min_acc']:.2f} | {d['median']:.4f} | {o['median']:.3f} "
+                     f"| {w['median']:.4f} | {counts[name]} |")
     return "\n".join(lines) + "\n"
 
 
@@ -130,11 +143,14 @@ def main(args):
     results = evaluate_groups(groups, rows, ds, (data.test_images, data.test_labels), device)
     min_acc = ds.manifest["selection"]["min_acc"]
     out = args.model_path if os.path.isdir(args.model_path) else os.path.dirname(args.model_path)
+    counts, threshold = distinct_counts(groups, results)
     summary = {name: dict(accuracy=stats(r["accuracy"], min_acc), nearest_distance=stats(r["nearest_distance"]),
-                          max_error_overlap=stats(r["max_error_overlap"])) for name, r in results.items()}
+                          max_error_overlap=stats(r["max_error_overlap"]), nearest_in_group=stats(r["nearest_in_group"]),
+                          distinct=counts[name]) for name, r in results.items()}
     cd.write_json(os.path.join(out, "report.json"), dict(summary=summary, per_model=results, source=source,
-                                                         checkpoint_dir=os.path.abspath(folder)))
-    text = markdown(results, min_acc)
+                                                         checkpoint_dir=os.path.abspath(folder),
+                                                         distinct_threshold=threshold))
+    text = markdown(results, counts, threshold, min_acc)
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(text)
     plots(results, out)

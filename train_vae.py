@@ -152,14 +152,15 @@ def main(args):
                            f"{rec['eval']['original']['mean']:.3f} -> recon {rec['eval']['reconstructed']['mean']:.3f}, "
                            f"prior {rec['eval']['prior']['mean']:.3f}")
             history.append(rec)
-            state = make_state(model, ema, opt, sched, args, ds, epoch + 1, best_val, history)
-            if val_loss < best_val:
-                best_val = state["best_val"] = val_loss
-                save_checkpoint(state, best_path)
-            save_checkpoint(state, last_path)
-            write_log(history, os.path.join(out, "log.jsonl"))
+            if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
+                state = make_state(model, ema, opt, sched, args, ds, epoch + 1, best_val, history)
+                if val_loss < best_val:
+                    best_val = state["best_val"] = val_loss
+                    save_checkpoint(state, best_path)
+                save_checkpoint(state, last_path)
+                write_log(history, os.path.join(out, "log.jsonl"))
     except KeyboardInterrupt:
-        print(f"\ninterrupted after epoch {epoch}; continue with the same command and --resume")
+        print(f"\ninterrupted in epoch {epoch + 1}; continue from the last save with the same command and --resume")
         sys.exit(130)
     train_seconds = time.time() - t0
     plot_history(history, os.path.join(out, "vae_curves.png"))
@@ -205,6 +206,9 @@ def parse_args(argv=None):
     p.add_argument("--min_acc", type=float, default=None, help="train only on checkpoints with val_acc >= this")
     p.add_argument("--max_train", type=int, default=None,
                    help="train on only this many random training checkpoints (default all)")
+    p.add_argument("--save_every", type=int, default=1,
+                   help="epochs between checkpoint saves, the best model chosen among them (default 1; "
+                        "raise it for many short epochs: a save writes ~460 MB)")
     p.add_argument("--eval_every", type=int, default=10, help="epochs between accuracy evaluations (default 10)")
     p.add_argument("--eval_models", type=int, default=10, help="networks decoded per periodic evaluation")
     p.add_argument("--eval_images", type=int, default=2000, help="test images for periodic evaluations")

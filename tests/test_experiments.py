@@ -1,0 +1,82 @@
+"""The experiment scripts end to end at a tiny size, and the copy shares on a hand-made report."""
+import json
+import os
+import shutil
+import sys
+
+import pytest
+import torch
+
+from baselines import distinct, nearest_within
+from conftest import DATA_DIR, ROOT, run_script
+
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+from novelty import novelty_rows  # noqa: E402
+
+SMALL = ["--num_models", "3", "--train_models", "3", "--data_dir", DATA_DIR, "--no_download", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_dataset, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exp") / "ds"
+    shutil.copytree(tiny_dataset, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def num_checkpoints(dataset):
+    args = ["experiments/num_checkpoints.py", "--checkpoint_dir", dataset, "--sizes", "3", "6",
+            "--vae_steps", "4", "--diffusion_steps", "20", *SMALL]
+    run_script(*args)
+    return args
+
+
+def test_num_checkpoints_gives_a_row_per_size_and_resumes(dataset, num_checkpoints):
+    out = dataset / "exp_checkpoints"
+    rows = json.load(open(out / "num_checkpoints.json"))
+    assert [r["n_train"] for r in rows] == [3, 6]
+    for r in rows:
+        assert 0 <= r["min"] <= r["mean"] <= r["max"] <= 1 and r["training_mean"] > 0
+    assert (out / "num_checkpoints.png").stat().st_size > 0 and "| n_train |" in (out / "num_checkpoints.md").read_text()
+    # Run again: every step is found done and skipped, and the table is the same.
+    again = run_script(*num_checkpoints)
+    assert "$ python" not in again.stdout and again.stdout.count("# skipped") == 8
+    assert json.load(open(out / "num_checkpoints.json")) == rows
+
+
+def test_diffusion_epochs_resumes_one_run_between_stops(dataset, num_checkpoints):
+    vae = dataset / "exp_checkpoints" / "n6" / "vae" / "vae.pt"
+    run_script("experiments/diffusion_epochs.py", "--checkpoint_dir", dataset, "--vae_path", vae,
+               "--epochs", "2", "5", *SMALL)
+    out = dataset / "exp_epochs"
+    rows = json.load(open(out / "diffusion_epochs.json"))
+    assert [r["epochs"] for r in rows] == [2, 5] and all(r["loss"] > 0 for r in rows)
+    log = [json.loads(line)["epoch"] for line in open(out / "log.jsonl")]
+    assert log == [1, 2, 3, 4, 5]  # the second stop continued the first, no epoch repeated
+    assert (out / "epoch_2" / "diffusion.pt").exists() and (out / "diffusion_epochs.png").stat().st_size > 0
+    # An earlier stop cannot come from a run already past it.
+    late = run_script("experiments/diffusion_epochs.py", "--checkpoint_dir", dataset, "--vae_path", vae,
+                      "--epochs", "3", *SMALL, check=False)
+    assert late.returncode != 0 and "already trained past 3" in late.stderr and "Traceback" not in late.stderr
+
+
+def test_novelty_shares_on_a_hand_made_report():
+    train = dict(accuracy=[0.8] * 4, nearest_distance=[0.01, 0.02, 0.03, 0.04],
+                 max_error_overlap=[0.5, 0.6, 0.6, 0.7], nearest_run=[0, 0, 1, 1], nearest_in_group=[0.1] * 4)
+    generated = dict(accuracy=[0.7, 0.9, 0.8], nearest_distance=[0.02, 0.5, 0.5], max_error_overlap=[0.9, 0.1, 0.1],
+                     nearest_run=[1, 1, 1], nearest_in_group=[0.3, 0.0, 0.0])
+    report = dict(per_model={"generated": generated, "training checkpoints": train},
+                  summary={"generated": dict(distinct=2), "training checkpoints": dict(distinct=4)})
+    rows = novelty_rows(report, "", n_runs=3)
+    g = next(r for r in rows if r["models"] == "generated")
+    # copy threshold: the training median nearest-other distance, 0.025; overlap bar: 0.6
+    assert g["copy_distance"] == pytest.approx(0.025)
+    assert g["copies"] == pytest.approx(1 / 3) and g["same_errors"] == pytest.approx(1 / 3)
+    assert g["runs_covered"] == "1/3" and g["top_run_share"] == 1.0 and g["accuracy"] == pytest.approx(0.8)
+    assert g["repeats"] == pytest.approx(2 / 3) and g["distinct"] == 2
+
+
+def test_distinct_counts_repeated_networks_once():
+    z = torch.tensor([[0.0, 0.0], [0.0, 0.001], [3.0, 4.0], [3.0, 4.0], [10.0, 0.0]])
+    assert distinct(z, threshold=0.01) == 3 and distinct(z, threshold=0.0) == 4
+    assert nearest_within(z).tolist() == pytest.approx([0.001 / 2 ** 0.5, 0.001 / 2 ** 0.5, 0, 0, (65 / 2) ** 0.5])
