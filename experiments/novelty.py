@@ -45,8 +45,6 @@ def novelty_rows(report, label, n_runs):
     same_overlap = float(np.median(train["max_error_overlap"]))
     rows = []
     for name, r in report["per_model"].items():
-        if label and name == "training checkpoints":
-            continue  # the same in every report: shown once, with the first
         runs = collections.Counter(r["nearest_run"])
         rows.append(dict(
             models=f"{label}: {name}" if label and name == "generated" else name, n=len(r["accuracy"]),

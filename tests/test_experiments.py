@@ -74,6 +74,9 @@ def test_novelty_shares_on_a_hand_made_report():
     assert g["copies"] == pytest.approx(1 / 3) and g["same_errors"] == pytest.approx(1 / 3)
     assert g["runs_covered"] == "1/3" and g["top_run_share"] == 1.0 and g["accuracy"] == pytest.approx(0.8)
     assert g["repeats"] == pytest.approx(2 / 3) and g["distinct"] == 2
+    labelled = novelty_rows(report, "latent", n_runs=3)
+    assert [r["models"] for r in labelled] == ["latent: generated", "training checkpoints"]
+    assert labelled[1]["copies"] == 0.5 and labelled[1]["distinct"] == 4
 
 
 def test_distinct_counts_repeated_networks_once():
