@@ -37,10 +37,15 @@ def all_baselines(z_train, n, k, seed):
     return out
 
 
+def rms_distances(a, b):
+    """[len(a), len(b)] RMS distance per coordinate between the vectors of a and of b."""
+    return torch.cdist(a.double(), b.double()) / a.shape[1] ** 0.5
+
+
 def nearest(z_query, z_train, self_index=None):
     """(RMS distance per coordinate, row) of each query's nearest training vector (z-space).
     self_index[i]: the row of z_train that query i is, skipped (for training vs training)."""
-    d = torch.cdist(z_query.double(), z_train.double()) / z_train.shape[1] ** 0.5
+    d = rms_distances(z_query, z_train)
     if self_index is not None:
         d[torch.arange(len(d)), self_index] = float("inf")
     dist, row = d.min(1)
@@ -56,7 +61,7 @@ def nearest_within(z):
 def distinct(z, threshold):
     """How many distinct vectors a set holds: greedily, each vector not within `threshold` of an
     earlier kept one counts as new."""
-    d = torch.cdist(z.double(), z.double()) / z.shape[1] ** 0.5
+    d = rms_distances(z, z)
     kept = []
     for i in range(len(z)):
         if not kept or d[i, kept].min() > threshold:

@@ -36,6 +36,15 @@ def accuracy_row(summary):
                 nearest_distance=summary["generated"]["nearest_distance"]["median"])
 
 
+def plot_generated_accuracy(ax, x, rows):
+    """Generated mean ± std and median against `x`, with the training checkpoints' mean."""
+    ax.errorbar(x, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], marker="o", capsize=3,
+                label="generated mean ± std")
+    ax.plot(x, [r["median"] for r in rows], "s--", label="generated median")
+    ax.axhline(rows[-1]["training_mean"], color="gray", ls=":", label="training checkpoints (mean)")
+    ax.set(xscale="log", ylabel="test accuracy")
+
+
 def write_table(path, title, columns, rows):
     """rows: list of dicts; writes PATH.md (a table) and PATH.json, and prints the table."""
     lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

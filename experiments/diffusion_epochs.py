@@ -13,7 +13,8 @@ import json
 import os
 import shutil
 
-from common import ROOT, accuracy_row, common_flags, sample_and_evaluate, step, write_table
+from common import (ROOT, accuracy_row, common_flags, plot_generated_accuracy, sample_and_evaluate, step,
+                    write_table)
 
 
 def train_until(epochs, run, args, folder):
@@ -53,11 +54,8 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
     e = [r["epochs"] for r in rows]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    a1.errorbar(e, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], marker="o", capsize=3,
-                label="generated mean ± std")
-    a1.plot(e, [r["median"] for r in rows], "s--", label="generated median")
-    a1.axhline(rows[-1]["training_mean"], color="gray", ls=":", label="training checkpoints (mean)")
-    a1.set(xscale="log", xlabel="diffusion epochs", ylabel="test accuracy", title="generated networks")
+    plot_generated_accuracy(a1, e, rows)
+    a1.set(xlabel="diffusion epochs", title="generated networks")
     a1.legend(fontsize=8)
     a2.plot(e, [r["loss"] for r in rows], "o-")
     a2.set(xscale="log", yscale="log", xlabel="diffusion epochs", ylabel="training loss (last epoch)",

@@ -14,7 +14,8 @@ import json
 import math
 import os
 
-from common import ROOT, accuracy_row, common_flags, sample_and_evaluate, step, write_table
+from common import (ROOT, accuracy_row, common_flags, plot_generated_accuracy, sample_and_evaluate, step,
+                    write_table)
 
 VAE_BATCH, DIFFUSION_BATCH = 32, 8  # train_vae.py's and train_diffusion.py's defaults
 
@@ -48,13 +49,9 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
     n = [r["n_train"] for r in rows]
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.errorbar(n, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], marker="o", capsize=3,
-                label="generated mean ± std")
-    ax.plot(n, [r["median"] for r in rows], "s--", label="generated median")
+    plot_generated_accuracy(ax, n, rows)
     ax.plot(n, [r["vae_recon"] for r in rows], "^:", label="VAE reconstructions of held-out checkpoints")
-    ax.axhline(rows[-1]["training_mean"], color="gray", ls=":", label="training checkpoints (mean)")
-    ax.set(xscale="log", xlabel="training checkpoints", ylabel="test accuracy",
-           title="number of training checkpoints")
+    ax.set(xlabel="training checkpoints", title="number of training checkpoints")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

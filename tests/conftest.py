@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 
@@ -34,6 +35,14 @@ def run_script(script, *args, check=True, timeout=600):
 
 def gen(folder, *extra, check=True):
     return run_script("Gen_Diffusion_Dataset.py", "--checkpoint_dir", folder, *TINY, *extra, check=check)
+
+
+def private_copy(tiny_dataset, tmp_path_factory, tag):
+    """A copy of the tiny dataset a test module may write into (WeightDataset caches its
+    alignment inside the dataset folder)."""
+    folder = tmp_path_factory.mktemp(tag) / "ds"
+    shutil.copytree(tiny_dataset, folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,11 @@
 """evaluate_generated.py on known models, and the novelty measures."""
 import json
-import shutil
 
 import pytest
 import torch
 
 from baselines import all_baselines, max_error_overlap, nearest
-from conftest import DATA_DIR, run_script
+from conftest import DATA_DIR, private_copy, run_script
 from model_io import save_checkpoint
 from tinynn_training import evaluate_flat
 from weight_dataset import WeightDataset
@@ -14,9 +13,7 @@ from weight_dataset import WeightDataset
 
 @pytest.fixture(scope="module")
 def dataset(tiny_dataset, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("eval") / "ds"
-    shutil.copytree(tiny_dataset, folder)
-    return folder
+    return private_copy(tiny_dataset, tmp_path_factory, "eval")
 
 
 def test_training_checkpoints_as_generated_reproduce_their_accuracy_and_zero_distance(dataset, cifar):

@@ -1,14 +1,13 @@
 """The experiment scripts end to end at a tiny size, and the copy shares on a hand-made report."""
 import json
 import os
-import shutil
 import sys
 
 import pytest
 import torch
 
 from baselines import distinct, nearest_within
-from conftest import DATA_DIR, ROOT, run_script
+from conftest import DATA_DIR, ROOT, private_copy, run_script
 
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 from novelty import novelty_rows  # noqa: E402
@@ -18,9 +17,7 @@ SMALL = ["--num_models", "3", "--train_models", "3", "--data_dir", DATA_DIR, "--
 
 @pytest.fixture(scope="module")
 def dataset(tiny_dataset, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("exp") / "ds"
-    shutil.copytree(tiny_dataset, folder)
-    return folder
+    return private_copy(tiny_dataset, tmp_path_factory, "exp")
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,11 @@
 """Dataset -> VAE -> diffusion -> sample at a tiny size: generated TinyNNs load and run; a
 diffusion model used with the wrong VAE gives one clear error."""
-import shutil
 
 import pytest
 import torch
 
 from cifar10 import standardize
-from conftest import DATA_DIR, run_script
+from conftest import DATA_DIR, private_copy, run_script
 from model_io import load_checkpoint
 from tinynn import TinyNN
 
@@ -19,8 +18,7 @@ DIFF = ["--hidden", "32", "--depth", "1", "--time_dim", "16", "--timesteps", "50
 
 @pytest.fixture(scope="module")
 def pipeline(tiny_dataset, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("pipe") / "ds"
-    shutil.copytree(tiny_dataset, folder)
+    folder = private_copy(tiny_dataset, tmp_path_factory, "pipe")
     run_script("train_vae.py", "--checkpoint_dir", folder, *VAE)
     run_script("train_vae.py", "--checkpoint_dir", folder, "--run_name", "vae_other", "--seed", "1", *VAE)
     run_script("train_diffusion.py", "--checkpoint_dir", folder, *DIFF)

@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import DATA_DIR, run_script
+from conftest import DATA_DIR, private_copy, run_script
 from model_io import CheckpointError, save_checkpoint
 from tinynn import FlatLayout, TinyNN
 from vae_model import load_vae
@@ -18,10 +18,7 @@ TINY_VAE = ["--hidden", "64", "--latent_dim", "8", "--batch_size", "2", "--eval_
 
 @pytest.fixture(scope="module")
 def dataset(tiny_dataset, tmp_path_factory):
-    """A private copy: WeightDataset caches its alignment inside the dataset folder."""
-    folder = tmp_path_factory.mktemp("vae") / "ds"
-    shutil.copytree(tiny_dataset, folder)
-    return folder
+    return private_copy(tiny_dataset, tmp_path_factory, "vae")
 
 
 @pytest.fixture(scope="module")
