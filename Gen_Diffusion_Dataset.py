@@ -25,9 +25,11 @@ import torch
 from tqdm import tqdm
 
 import checkpoint_dataset as cd
-from cifar10 import DEFAULT_DATA_DIR, Augment, DataError, load_cifar10, split_validation
+from cifar10 import Augment, load_cifar10, split_validation
+from cli import add_runtime_flags, run_main
 from tinynn import TINYNN_DEFAULTS, FlatLayout, TinyNN
-from tinynn_training import RunTrainer, TrainConfig, evaluate, pick_device
+from model_io import pick_device, write_json
+from tinynn_training import RunTrainer, TrainConfig, evaluate
 
 def run_seed(base_seed, run_id):
     """Independent runs get unrelated seeds; run ids keep them stable across shards and restarts."""
@@ -40,7 +42,7 @@ def dataset_settings(args):
     layout = FlatLayout.of(TinyNN(**model_config))
     return dict(
         tinynn=model_config, n_params=layout.numel, layout=layout.to_json(),
-        train_config=train_config(args).to_json(), augment=asdict(Augment()),
+        train_config=TrainConfig.from_args(args).to_json(), augment=asdict(Augment()),
         data=dict(dataset="CIFAR-10", val_size=args.val_size, val_seed=args.seed, train_size=args.train_size,
                   accuracy="val_acc: top-1 accuracy on val_size training images held out of training "
                            "(fixed split from val_seed); the test set is not used here"),
@@ -48,10 +50,6 @@ def dataset_settings(args):
                        save_every=args.save_every),
         seed=args.seed,
     )
-
-
-def train_config(args):
-    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
 
 
 def load_split(args, device):
@@ -68,7 +66,7 @@ def generate_run(run_id, args, split, device, position=0):
     t0 = time.time()
     (x, y), (val_x, val_y) = split
     seed = run_seed(args.seed, run_id)
-    run = RunTrainer(x, y, seed, train_config=train_config(args), device=device)
+    run = RunTrainer(x, y, seed, train_config=TrainConfig.from_args(args), device=device)
     layout = FlatLayout.of(run.model)
     max_steps = int(args.max_epochs * run.steps_per_epoch)
     curve, checkpoints, weights = [], [], []
@@ -149,7 +147,7 @@ def summarize(folder, manifest, wall_seconds):
         n_params=manifest["n_params"], run_seconds_total=round(sum(r["seconds"] for r in runs), 1),
         wall_seconds_this_command=round(wall_seconds, 1),
     )
-    cd.write_json(os.path.join(folder, "summary.json"), summary)
+    write_json(os.path.join(folder, "summary.json"), summary)
     lines = [f"{k}: {json.dumps(v)}" for k, v in summary.items()]
     text = "\n".join(lines)
     with open(os.path.join(folder, "summary.txt"), "w") as f:
@@ -203,7 +201,6 @@ def main(args):
 
 
 def parse_args(argv=None):
-    d = TrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint_dir", required=True,
                    help="dataset name: written to checkpoints/NAME/ (an absolute path is used as it is)")
@@ -215,27 +212,18 @@ def parse_args(argv=None):
                    help="upper bound on a run's epochs; a run that hits it keeps what it has (default 500)")
     p.add_argument("--save_every", type=int, default=6,
                    help="SGD steps between checkpoints, so that they differ (default 6)")
-    p.add_argument("--epochs", type=float, default=d.epochs,
-                   help=f"length of the learning-rate schedule in epochs; training at its final rate "
-                        f"continues past it until the run has its checkpoints (default {d.epochs})")
-    p.add_argument("--batch_size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
+    TrainConfig.add_flags(p)  # the training recipe: --epochs, --batch_size, --lr, --weight_decay, ...
     p.add_argument("--val_size", type=int, default=2000,
                    help="training images held out to measure checkpoint accuracy (default 2000)")
     p.add_argument("--train_size", type=int, default=0,
                    help="train on only this many images (0: all but the validation split); for quick tests")
-    p.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="folder with cifar-10-batches-py "
-                   "(downloaded there if missing and the network allows)")
-    p.add_argument("--no_download", action="store_true", help="never try to download CIFAR-10")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    p.add_argument("--seed", type=int, default=0, help="base seed; run i uses a seed derived from (seed, i)")
+    add_runtime_flags(p, seed_help="base seed; run i uses a seed derived from (seed, i) (default 0)")
     p.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes (default 1)")
     p.add_argument("--shard", type=int, default=0, help="this worker's index when runs are split (default 0)")
     p.add_argument("--num_shards", type=int, default=1,
                    help="number of machines/processes splitting the runs: shard i takes runs i, i+n, ...")
     p.add_argument("--assemble", action="store_true",
                    help="only rebuild manifest.json and the summary from the run files present")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if not 0 <= args.shard < args.num_shards:
         p.error(f"--shard must be in [0, {args.num_shards})")
@@ -245,7 +233,4 @@ def parse_args(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except (DataError, cd.DatasetError) as e:
-        sys.exit(f"error: {e}")
+    run_main(main, parse_args)

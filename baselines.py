@@ -1,22 +1,24 @@
-"""What a weight generator has to beat (DESIGN.md section 4), and how new its networks are.
+"""What a weight generator has to beat, and how new its networks are.
 
 Zeng et al. 2025 found that weight generators mostly copy or average their training
 checkpoints, and do no better than adding noise to them. Every baseline here works on the
 aligned, standardised training weights of a WeightDataset (z-space, where each tensor has unit
 spread), so "noise 0.1" means a tenth of each tensor's spread across the dataset.
 """
+from functools import partial
+
 import torch
 
 NOISE_SCALES = (0.01, 0.05, 0.1)
 
 
-def noisy_copies(z_train, n, scale, gen):
+def noisy_copies(z_train, n, gen, scale):
     """Random training checkpoints plus Gaussian noise of std `scale` (z-space)."""
     pick = torch.randint(0, len(z_train), (n,), generator=gen)
     return z_train[pick] + scale * torch.randn(n, z_train.shape[1], generator=gen)
 
 
-def averages(z_train, n, k, gen):
+def averages(z_train, n, gen, k):
     """The mean of k random (aligned) training checkpoints."""
     picks = torch.stack([torch.randperm(len(z_train), generator=gen)[:k] for _ in range(n)])
     return z_train[picks].mean(1)
@@ -28,13 +30,19 @@ def gaussian_fit(z_train, n, gen):
     return mean + std * torch.randn(n, z_train.shape[1], generator=gen)
 
 
-def all_baselines(z_train, n, k, seed):
-    """{name: z-space vectors [n, n_params]} for every baseline."""
-    gen = torch.Generator().manual_seed(seed)
-    out = {f"train + noise {s}": noisy_copies(z_train, n, s, gen) for s in NOISE_SCALES}
-    out[f"average of {k}"] = averages(z_train, n, k, gen)
-    out["per-coordinate Gaussian"] = gaussian_fit(z_train, n, gen)
+def baselines(average_k):
+    """{name: draw(z_train, n, gen) -> z-space vectors [n, n_params]}, in report order. A new
+    baseline is one function above and one entry here."""
+    out = {f"train + noise {s}": partial(noisy_copies, scale=s) for s in NOISE_SCALES}
+    out[f"average of {average_k}"] = partial(averages, k=average_k)
+    out["per-coordinate Gaussian"] = gaussian_fit
     return out
+
+
+def all_baselines(z_train, n, k, seed):
+    """{name: z-space vectors [n, n_params]} for every baseline, drawn in turn from one generator."""
+    gen = torch.Generator().manual_seed(seed)
+    return {name: draw(z_train, n, gen) for name, draw in baselines(k).items()}
 
 
 def rms_distances(a, b):

@@ -18,6 +18,8 @@ import re
 
 import torch
 
+from model_io import atomic_write, write_json
+
 CHECKPOINT_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
 SETTINGS = "settings.json"
 MANIFEST = "manifest.json"
@@ -36,24 +38,6 @@ def dataset_folder(name):
 
 def run_filename(run_id):
     return f"run_{run_id:04d}.pt"
-
-
-def atomic_write(path, write):
-    """Call write(tmp_path), then rename over `path`: readers never see a partial file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json(path, obj):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-    atomic_write(path, write)
 
 
 def read_json(path, what):

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model_io import registered
+
 # One place for the defaults that train_diffusion.py's flags and the constructors share.
 DIFFUSION_DEFAULTS = dict(timesteps=1000, schedule="linear", hidden=512, depth=4, time_dim=128, prediction="x0")
 # Why x0: the training vectors are a few tight clusters (one per TinyNN run, in latent and in
@@ -57,7 +59,8 @@ class ResidualBlock(nn.Module):
 
 
 class VectorDenoiser(nn.Module):
-    """Predicts the noise in a noisy vector: an MLP of residual blocks, each told the timestep."""
+    """From a noisy vector and its timestep to the clean vector x_0 (or the noise, with
+    prediction="eps"): an MLP of residual blocks, each told the timestep."""
 
     def __init__(self, dim, hidden=DIFFUSION_DEFAULTS["hidden"], depth=DIFFUSION_DEFAULTS["depth"],
                  time_dim=DIFFUSION_DEFAULTS["time_dim"]):
@@ -67,7 +70,7 @@ class VectorDenoiser(nn.Module):
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(ResidualBlock(hidden, time_dim) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
-        nn.init.zeros_(self.out[-1].weight)  # start by predicting zero noise: a calm first step
+        nn.init.zeros_(self.out[-1].weight)  # start by predicting zeros (the data mean, or no noise): a calm first step
         nn.init.zeros_(self.out[-1].bias)
         self.time_dim = time_dim
 
@@ -158,6 +161,20 @@ class GaussianDiffusion(nn.Module):
             if eta > 0 and prev >= 0:
                 x = x + sigma * self._noise_like(x, generator)
         return x
+
+
+# Denoisers by name (train_diffusion.py --denoiser; the name is recorded in the checkpoint). A
+# new one takes dim (the vector size) and its own keyword arguments, keeps them all in self.args,
+# and maps (x [B, dim], t [B]) to [B, dim].
+DENOISERS = {"mlp": VectorDenoiser}
+
+
+def build_diffusion(ckpt):
+    """The diffusion model stored in a train_diffusion.py checkpoint dict (EMA weights), in eval mode."""
+    denoiser = registered(DENOISERS, ckpt.get("denoiser", "mlp"), "denoiser")  # older checkpoints: the MLP
+    model = GaussianDiffusion(denoiser(**ckpt["denoiser_args"]), **ckpt["diffusion_args"])
+    model.denoiser.load_state_dict(ckpt["ema"])
+    return model.eval()
 
 
 def _iterate(items, total, progress):

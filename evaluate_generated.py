@@ -1,10 +1,11 @@
 """Evaluate generated TinyNNs honestly: next to the training checkpoints, simple baselines, and
-measures of how new they are (DESIGN.md section 4).
+measures of how new they are.
 
-    python evaluate_generated.py --model_path checkpoints/Toy_CNN/diffusion_latent/samples_ddim_50_seed0 \\
-                                 --checkpoint_dir Toy_CNN
+    python evaluate_generated.py --model_path checkpoints/Toy_CNN/diffusion_latent/samples_ddim_50_seed0
 
---model_path is a folder written by sample.py (or its generated.pt). On the full CIFAR-10 test
+--model_path is a folder written by sample.py (or its generated.pt), which records the dataset
+and the very split its generator was trained on (so with train_vae.py --max_train N, "training
+checkpoints" are those N). On the full CIFAR-10 test
 set it evaluates every generated network, --train_models random training checkpoints, and
 --baseline_models of each baseline: training weights plus Gaussian noise at three scales, the
 average of --average_k aligned checkpoints, and a per-coordinate Gaussian fit of the weights.
@@ -19,26 +20,30 @@ Writes report.json, report.md, accuracy_hist.png and novelty.png beside the gene
 """
 import argparse
 import os
-import sys
 
 import numpy as np
 import torch
 
 import checkpoint_dataset as cd
 from baselines import all_baselines, distinct, max_error_overlap, nearest, nearest_within
-from cifar10 import DEFAULT_DATA_DIR, DataError, load_cifar10
-from model_io import CheckpointError, load_checkpoint
+from cifar10 import load_cifar10
+from cli import add_runtime_flags, run_main
+from model_io import GENERATED_KIND, CheckpointError, load_checkpoint, pick_device, write_json
 from tinynn import FlatLayout, clamp_running_var
-from tinynn_training import pick_device, predict_flat
+from tinynn_training import predict_flat
 from weight_dataset import WeightDataset
 
 
 def load_generated(path):
-    """(weights [n, n_params], layout, tinynn config, source info) from sample.py's output."""
+    """(weights [n, n_params], layout, source info, description of the generator's training
+    split) from sample.py's output."""
     if os.path.isdir(path):
         path = os.path.join(path, "generated.pt")
-    g = load_checkpoint(path, "generated-tinynns")
-    return g["weights"], FlatLayout.from_json(g["layout"]), g["tinynn"], g.get("source", {})
+    g = load_checkpoint(path, GENERATED_KIND)
+    if "dataset" not in g:
+        raise CheckpointError(f"{path} does not record the split its generator was trained on (it predates "
+                              f"that record): sample it again with sample.py")
+    return g["weights"], FlatLayout.from_json(g["layout"]), g.get("source", {}), g["dataset"]
 
 
 def stats(values, min_acc=None):
@@ -133,9 +138,9 @@ def plots(results, out):
 
 def main(args):
     device = pick_device(args.device)
-    generated, layout, _, source = load_generated(args.model_path)
-    folder = cd.dataset_folder(args.checkpoint_dir)
-    ds = WeightDataset(folder, align=True, seed=args.seed)
+    generated, layout, source, split = load_generated(args.model_path)
+    folder = cd.dataset_folder(args.checkpoint_dir) if args.checkpoint_dir else split["folder"]
+    ds = WeightDataset.from_description(split, folder)
     if ds.layout != layout:
         raise CheckpointError(f"the generated models and {folder} have different TinyNN layouts")
     data = load_cifar10(args.data_dir, device, download=not args.no_download)
@@ -147,9 +152,10 @@ def main(args):
     summary = {name: dict(accuracy=stats(r["accuracy"], min_acc), nearest_distance=stats(r["nearest_distance"]),
                           max_error_overlap=stats(r["max_error_overlap"]), nearest_in_group=stats(r["nearest_in_group"]),
                           distinct=counts[name]) for name, r in results.items()}
-    cd.write_json(os.path.join(out, "report.json"), dict(summary=summary, per_model=results, source=source,
-                                                         checkpoint_dir=os.path.abspath(folder),
-                                                         distinct_threshold=threshold))
+    drawn = [dict(run=ds.train_records[i]["run"], step=ds.train_records[i]["step"]) for i in rows.tolist()]
+    write_json(os.path.join(out, "report.json"), dict(summary=summary, per_model=results, source=source,
+                                                      checkpoint_dir=os.path.abspath(folder), split=ds.description,
+                                                      training_checkpoints=drawn, distinct_threshold=threshold))
     text = markdown(results, counts, threshold, min_acc)
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(text)
@@ -160,19 +166,15 @@ def main(args):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model_path", required=True, help="sample.py output folder, or its generated.pt")
-    p.add_argument("--checkpoint_dir", required=True, help="the training dataset (name under checkpoints/)")
+    p.add_argument("--checkpoint_dir", default=None,
+                   help="the training dataset (name under checkpoints/), if it moved since the generator was "
+                        "trained (default: the recorded folder; its recorded split is used either way)")
     p.add_argument("--train_models", type=int, default=100, help="training checkpoints evaluated (default 100)")
     p.add_argument("--baseline_models", type=int, default=100, help="networks per baseline (default 100; 0: none)")
     p.add_argument("--average_k", type=int, default=5, help="checkpoints per averaged baseline (default 5)")
-    p.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="folder with cifar-10-batches-py")
-    p.add_argument("--no_download", action="store_true", help="never try to download CIFAR-10")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--seed", type=int, default=0, help="which checkpoints and baselines are drawn (default 0)")
+    add_runtime_flags(p, quiet=False, seed_help="which training checkpoints and baselines are drawn (default 0)")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except (DataError, cd.DatasetError, CheckpointError) as e:
-        sys.exit(f"error: {e}")
+    run_main(main, parse_args)

@@ -1,24 +1,62 @@
-"""Self-describing model checkpoints: saved atomically, loaded safely, with clear errors.
+"""Files and devices: atomic writes, self-describing checkpoints, and the device a script runs on.
 
-Every checkpoint is a dict with a "kind" (e.g. "weight-vae"), the model's constructor
+Every checkpoint is a dict with a "kind" (one of KINDS below), the model's constructor
 arguments, the config it was trained with, whatever statistics it needs, step, optimizer and
 EMA weights (the nanoGPT habit). Loading uses weights_only=True, so a file from someone else
-cannot run code.
+cannot run code. Every file this project writes goes through `atomic_write`: a run that is cut
+off never leaves a half-written file under the real name.
 """
+import json
 import os
 
 import torch
 
-from checkpoint_dataset import atomic_write
+# The "kind" of every checkpoint a script writes, in one place.
+VAE_KIND = "weight-vae"                 # train_vae.py: vae.pt, vae_last.pt
+DIFFUSION_KIND = "weight-diffusion"     # train_diffusion.py: diffusion.pt
+GENERATED_KIND = "generated-tinynns"    # sample.py: generated.pt
+KINDS = (VAE_KIND, DIFFUSION_KIND, GENERATED_KIND)
 
 
 class CheckpointError(Exception):
     """A model checkpoint that cannot be used; the message says which file and why."""
 
 
+def pick_device(name="auto"):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def atomic_write(path, write):
+    """Call write(tmp_path), then rename over `path`: readers never see a partial file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1)
+    atomic_write(path, write)
+
+
 def save_checkpoint(obj, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def registered(registry, name, what):
+    """registry[name] for a network named in a checkpoint, or one clear error naming the known ones."""
+    if name not in registry:
+        raise CheckpointError(f"the checkpoint holds a {what} {name!r} this code does not know "
+                              f"(known: {', '.join(registry)})")
+    return registry[name]
 
 
 def load_checkpoint(path, kind):

@@ -12,44 +12,27 @@ finished runs; the VAE and diffusion steps are skipped when their checkpoint exi
 import argparse
 import os
 import shlex
-import subprocess
-import sys
 import time
 
-from cifar10 import DEFAULT_DATA_DIR
-
-ROOT = os.path.dirname(os.path.abspath(__file__))
-
-
-def step(cmd, skip_if=None):
-    """Print and run one pipeline command (skipped when `skip_if` exists); exit if it fails."""
-    shown = "python " + " ".join(shlex.quote(str(c)) for c in cmd)
-    if skip_if and os.path.exists(skip_if):
-        print(f"\n# skipped (done: {os.path.relpath(skip_if, ROOT)}): {shown}", flush=True)
-        return
-    print(f"\n$ {shown}", flush=True)
-    t0 = time.time()
-    if subprocess.run([sys.executable, *map(str, cmd)], cwd=ROOT).returncode != 0:
-        sys.exit(f"error: step failed: {shown}")
-    print(f"# {time.time() - t0:.0f}s", flush=True)
+from cli import ROOT, add_runtime_flags, run_step, runtime_argv
 
 
 def main(args):
     t0 = time.time()
     folder = os.path.join(ROOT, "checkpoints", args.name)
-    common = ["--data_dir", args.data_dir] + (["--no_download"] if args.no_download else []) + ["--device", args.device]
-    step(["Gen_Diffusion_Dataset.py", "--checkpoint_dir", args.name, "--runs", args.runs,
-          "--ckpts_per_run", args.ckpts_per_run, "--min_acc", args.min_acc, *args.dataset_flags, *common])
-    step(["train_vae.py", "--checkpoint_dir", args.name, "--epochs", args.vae_epochs, "--final_models", 20,
-          *args.vae_flags, *common], skip_if=os.path.join(folder, "vae", "final.json"))
+    common = runtime_argv(args)
+    run_step(["Gen_Diffusion_Dataset.py", "--checkpoint_dir", args.name, "--runs", args.runs,
+              "--ckpts_per_run", args.ckpts_per_run, "--min_acc", args.min_acc, *args.dataset_flags, *common])
+    run_step(["train_vae.py", "--checkpoint_dir", args.name, "--epochs", args.vae_epochs, "--final_models", 20,
+              *args.vae_flags, *common], skip_if=os.path.join(folder, "vae", "final.json"))
     diffusion = os.path.join(folder, "diffusion_latent", "diffusion.pt")
-    step(["train_diffusion.py", "--checkpoint_dir", args.name, "--epochs", args.diffusion_epochs,
-          "--device", args.device], skip_if=os.path.join(folder, "diffusion_latent", "loss.png"))
+    run_step(["train_diffusion.py", "--checkpoint_dir", args.name, "--epochs", args.diffusion_epochs,
+              *runtime_argv(args, data=False)], skip_if=os.path.join(folder, "diffusion_latent", "loss.png"))
     samples = os.path.join(folder, "diffusion_latent", "quickstart_samples")
-    step(["sample.py", "--model_path", diffusion, "--num_models", args.num_models, "--sampler", "ddim",
-          "--steps", 50, "--out", samples, "--device", args.device])
-    step(["evaluate_generated.py", "--model_path", samples, "--checkpoint_dir", args.name,
-          "--train_models", args.train_models, "--baseline_models", args.baseline_models, *common])
+    run_step(["sample.py", "--model_path", diffusion, "--num_models", args.num_models, "--sampler", "ddim",
+              "--steps", 50, "--out", samples, *runtime_argv(args, data=False)])
+    run_step(["evaluate_generated.py", "--model_path", samples, "--train_models", args.train_models,
+              "--baseline_models", args.baseline_models, *common])
     print(f"\nquickstart done in {(time.time() - t0) / 60:.1f} min; report: {os.path.join(samples, 'report.md')}")
 
 
@@ -66,9 +49,7 @@ if __name__ == "__main__":
     # networks than evaluate_generated.py's 100 + 5 x 100 keep the quickstart within 15 minutes.
     p.add_argument("--train_models", type=int, default=50, help="training checkpoints evaluated beside them (default 50)")
     p.add_argument("--baseline_models", type=int, default=30, help="networks per baseline (default 30)")
-    p.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="folder with cifar-10-batches-py")
-    p.add_argument("--no_download", action="store_true", help="never try to download CIFAR-10")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    add_runtime_flags(p, seed=False, quiet=False)
     p.add_argument("--dataset_flags", type=shlex.split, default=[],
                    help='more Gen_Diffusion_Dataset.py flags in one string, e.g. "--train_size 2000 --epochs 2"')
     p.add_argument("--vae_flags", type=shlex.split, default=[], help='more train_vae.py flags, e.g. "--hidden 64"')

@@ -13,16 +13,15 @@ vector), so each network is usable as it is; no re-estimation on data.
 """
 import argparse
 import os
-import sys
 import time
 
 import torch
 from tqdm import tqdm
 
-from model_io import CheckpointError, load_checkpoint, save_checkpoint
+from cli import add_runtime_flags, run_main
+from diffusion_model import build_diffusion
+from model_io import DIFFUSION_KIND, GENERATED_KIND, load_checkpoint, pick_device, save_checkpoint
 from tinynn import FlatLayout, TinyNN, clamp_running_var
-from tinynn_training import pick_device
-from train_diffusion import KIND, build_diffusion
 from vae_diffusion import DiffusionSpace
 
 BN_HANDLING = ("generated: BatchNorm running statistics are part of the generated vector "
@@ -45,21 +44,22 @@ def generate(space, diffusion, num_models, sampler, steps, eta, seed, device, qu
     return space.to_weights(samples)
 
 
-def write_models(weights, layout, tinynn_config, out, source):
-    """One TinyNN state_dict per model and one stacked file."""
+def write_models(weights, layout, tinynn_config, out, source, dataset):
+    """One TinyNN state_dict per model and one stacked file; `dataset` is the description of
+    the split the generator was trained on (WeightDataset.from_description rebuilds it)."""
     os.makedirs(out, exist_ok=True)
     width = max(3, len(str(len(weights) - 1)))
     for i, w in enumerate(weights):
         state = layout.unflatten(w.clone())
         TinyNN(**tinynn_config).load_state_dict(state)  # proves it loads before it is written
         save_checkpoint(state, os.path.join(out, f"model_{i:0{width}d}.pt"))
-    save_checkpoint(dict(kind="generated-tinynns", weights=weights, tinynn=tinynn_config, layout=layout.to_json(),
-                         batchnorm=BN_HANDLING, source=source), os.path.join(out, "generated.pt"))
+    save_checkpoint(dict(kind=GENERATED_KIND, weights=weights, tinynn=tinynn_config, layout=layout.to_json(),
+                         batchnorm=BN_HANDLING, source=source, dataset=dataset), os.path.join(out, "generated.pt"))
 
 
 def main(args):
     device = pick_device(args.device)
-    ckpt = load_checkpoint(args.model_path, KIND)
+    ckpt = load_checkpoint(args.model_path, DIFFUSION_KIND)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model_path)),
                                    f"samples_{args.sampler}_{args.steps if args.sampler == 'ddim' else 'all'}"
                                    f"_seed{args.seed}")
@@ -77,7 +77,7 @@ def main(args):
                   steps=args.steps if args.sampler == "ddim" else ckpt["diffusion_args"]["timesteps"], eta=args.eta,
                   seed=args.seed, seconds=round(seconds, 2), device=str(device), vae=ckpt["space"]["vae"],
                   negative_running_var_clamped=clamped)
-    write_models(weights, layout, ckpt["tinynn"], out, source)
+    write_models(weights, layout, ckpt["tinynn"], out, source, ckpt["dataset"])
     print(f"{args.num_models} TinyNNs sampled in {seconds:.1f}s ({ckpt['space']['space']} space, {args.sampler}"
           f"{'-' + str(args.steps) if args.sampler == 'ddim' else ''}, {device}); written to {out}\n"
           f"BatchNorm: {BN_HANDLING}; {clamped} variances clamped")
@@ -92,15 +92,10 @@ def parse_args(argv=None):
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim", help="default ddim")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50; DDPM always uses all)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 is deterministic (default 0)")
-    p.add_argument("--seed", type=int, default=0, help="default 0")
     p.add_argument("--out", default=None, help="output folder (default next to the model)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_runtime_flags(p, data=False, seed_help="seed of the initial noise (and DDPM/DDIM eta noise; default 0)")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except CheckpointError as e:
-        sys.exit(f"error: {e}")
+    run_main(main, parse_args)

@@ -5,7 +5,7 @@ random streams). Gen_Diffusion_Dataset.py drives it step by step so it can take
 checkpoints along the way; `train_tinynn` is the plain "train with the defaults" path.
 """
 import time
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -14,26 +14,38 @@ from cifar10 import Augment, standardize
 from tinynn import TinyNN, TINYNN_DEFAULTS
 
 
+def _recipe(default, help):
+    return field(default=default, metadata=dict(help=help))
+
+
 @dataclass
 class TrainConfig:
-    """The default recipe: SGD with Nesterov momentum, a short warm-up then linear decay."""
-    epochs: float = 18
-    batch_size: int = 256
-    lr: float = 0.2
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    warmup_epochs: float = 1.0
-    final_lr_frac: float = 0.02  # the learning rate the schedule ends on (and stays at afterwards)
+    """The default recipe: SGD with Nesterov momentum, a short warm-up then linear decay.
+    Every field is a flag of Gen_Diffusion_Dataset.py (recorded in the dataset's settings), so a
+    variant of the recipe is one field here and its use in RunTrainer."""
+    epochs: float = _recipe(18.0, "length of the learning-rate schedule in epochs; training at its final rate "
+                                  "continues past it until the run has its checkpoints")
+    batch_size: int = _recipe(256, "SGD batch size")
+    lr: float = _recipe(0.2, "peak learning rate")
+    momentum: float = _recipe(0.9, "Nesterov momentum")
+    weight_decay: float = _recipe(5e-4, "weight decay of conv and linear weights (not BatchNorm or biases)")
+    label_smoothing: float = _recipe(0.1, "label smoothing of the cross-entropy")
+    warmup_epochs: float = _recipe(1.0, "linear warm-up of the learning rate, in epochs")
+    final_lr_frac: float = _recipe(0.02, "the learning rate the schedule ends on (and stays at afterwards), "
+                                         "as a share of --lr")
 
     def to_json(self):
         return asdict(self)
 
+    @staticmethod
+    def add_flags(parser):
+        for f in fields(TrainConfig):
+            parser.add_argument(f"--{f.name}", type=f.type, default=f.default, help=f"{f.metadata['help']} "
+                                f"(default {f.default})")
 
-def pick_device(name="auto"):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    @classmethod
+    def from_args(cls, args):
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 
 def evaluate(model, images_uint8, labels, batch_size=500):

@@ -12,40 +12,27 @@ optimizer, the VAE it depends on, everything sample.py needs), log.jsonl, loss.p
 """
 import argparse
 import os
-import sys
 import time
 
 import torch
-from tqdm import tqdm
 
 import checkpoint_dataset as cd
-from diffusion_model import DIFFUSION_DEFAULTS, SPACE_DEFAULTS, GaussianDiffusion, VectorDenoiser
-from model_io import CheckpointError, load_checkpoint, save_checkpoint
-from tinynn_training import pick_device
-from training_utils import EMA, write_log
+from cli import add_runtime_flags, run_main
+from diffusion_model import DENOISERS, DIFFUSION_DEFAULTS, SPACE_DEFAULTS, GaussianDiffusion
+from model_io import DIFFUSION_KIND, pick_device, save_checkpoint
+from training_utils import EMA, resume, run_epochs, training_state, write_log
 from vae_diffusion import DiffusionSpace
 from vae_model import load_vae
 from weight_dataset import WeightDataset
 
-KIND = "weight-diffusion"
-def build_diffusion(ckpt, use_ema=True):
-    """The diffusion model stored in a checkpoint dict, in eval mode."""
-    model = GaussianDiffusion(VectorDenoiser(**ckpt["denoiser_args"]), **ckpt["diffusion_args"])
-    model.denoiser.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
-    return model.eval()
-
-
 def training_space(args, folder):
-    """(weight dataset, DiffusionSpace, training vectors). The latent space uses the alignment
-    and split its VAE was trained with."""
+    """(weight dataset, DiffusionSpace, training vectors). The latent space uses the split its
+    VAE was trained with."""
     if args.space == "weights":
         ds = WeightDataset(folder, align=not args.no_align, seed=args.seed)
         return (ds, *DiffusionSpace.for_training("weights", ds))
     vae = load_vae(args.vae_path)
-    d = vae[2]["dataset"]
-    ds = WeightDataset(folder, align=d["align"], min_acc=d["min_acc"], holdout=d["holdout"],
-                       val_fraction=d["val_fraction"], val_runs=d["val_runs"], seed=d["seed"],
-                       max_train=d.get("max_train"))  # VAEs saved before --max_train existed used all
+    ds = WeightDataset.from_description(vae[2]["dataset"], folder)
     return (ds, *DiffusionSpace.for_training("latent", ds, args.vae_path, vae, cache_dir=os.path.join(
         folder, args.run_name)))
 
@@ -76,61 +63,52 @@ def main(args):
     data = data.to(device)
     print(f"{folder}: {len(data)} training vectors of {data.shape[1]} numbers ({args.space} space); device {device}")
 
-    denoiser = VectorDenoiser(data.shape[1], args.hidden, args.depth, args.time_dim)
+    denoiser = DENOISERS[args.denoiser](data.shape[1], args.hidden, args.depth, args.time_dim)
     # Sampling keeps predicted x_0 inside the training data's range (see GaussianDiffusion).
     diffusion = GaussianDiffusion(denoiser, args.timesteps, args.schedule, clip_x0=data.abs().max().item(),
                                   prediction=args.prediction).to(device)
     opt = torch.optim.AdamW(denoiser.parameters(), lr=args.lr, weight_decay=0.0, fused=True)  # ~2x faster steps on CPU
     ema = EMA(denoiser, args.ema)
-    start, history = 0, []
     path = os.path.join(out, "diffusion.pt")
+    history = []
     if args.resume:
-        ckpt = load_checkpoint(path, KIND)
-        if ckpt["denoiser_args"] != denoiser.args or ckpt["diffusion_args"]["prediction"] != args.prediction:
-            raise CheckpointError(f"{path} holds another denoiser ({ckpt['denoiser_args']}, "
-                                  f"prediction {ckpt['diffusion_args']['prediction']}): pass the flags it was trained with")
-        denoiser.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        ema.state, ema.updates = {k: v.to(device) for k, v in ckpt["ema"].items()}, ckpt["ema_updates"]
-        start, history = ckpt["epoch"], ckpt["history"]
-        print(f"resumed from {path} at epoch {start}")
+        expected = dict(denoiser=args.denoiser, denoiser_args=denoiser.args, diffusion_args=diffusion_args(diffusion))
+        history = resume(path, DIFFUSION_KIND, expected, denoiser, ema, opt)["history"]
 
     t0 = time.time()
-    gen = torch.Generator(device=device).manual_seed(args.seed + start)
-    try:
-        for epoch in tqdm(range(start, args.epochs), desc="diffusion", unit="epoch", initial=start,
-                          total=args.epochs, disable=args.quiet):
-            order = torch.randperm(len(data), generator=gen, device=device)
-            total = torch.zeros((), device=device)
-            for i in range(0, len(order), args.batch_size):
-                loss = diffusion.loss(data[order[i:i + args.batch_size]])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                ema.update(denoiser)
-                total += loss.detach()
-            history.append(dict(epoch=epoch + 1, loss=total.item() / -(-len(order) // args.batch_size),
-                                seconds=round(time.time() - t0, 1)))
-            if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
-                save(path, denoiser, diffusion, ema, opt, args, space, ds, history)
-                write_log(history, os.path.join(out, "log.jsonl"))
-    except KeyboardInterrupt:
-        save(path, denoiser, diffusion, ema, opt, args, space, ds, history)  # the partial epoch is kept too
-        print(f"\ninterrupted; saved after epoch {len(history)}: continue with the same command and --resume")
-        sys.exit(130)
+    gen = torch.Generator(device=device).manual_seed(args.seed + len(history))
+
+    def train_epoch(epoch):
+        order = torch.randperm(len(data), generator=gen, device=device)
+        total = torch.zeros((), device=device)
+        for i in range(0, len(order), args.batch_size):
+            loss = diffusion.loss(data[order[i:i + args.batch_size]])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ema.update(denoiser)
+            total += loss.detach()
+        return dict(epoch=epoch + 1, loss=total.item() / -(-len(order) // args.batch_size),
+                    seconds=round(time.time() - t0, 1))
+
+    def save():
+        save_checkpoint(dict(kind=DIFFUSION_KIND, denoiser=args.denoiser, denoiser_args=denoiser.args,
+                             diffusion_args=diffusion_args(diffusion), space=space.state_dict(),
+                             tinynn=ds.tinynn_config, dataset=ds.description, config=vars(args),
+                             **training_state(denoiser, ema, opt, history)), path)
+        write_log(history, os.path.join(out, "log.jsonl"))
+
+    start = len(history)
+    run_epochs(history, args.epochs, train_epoch, save, args.save_every, "diffusion", args.quiet)
     plot_loss(history, os.path.join(out, "loss.png"))
     print(f"trained {args.epochs - start} epochs in {time.time() - t0:.0f}s; final loss {history[-1]['loss']:.4f}; "
           f"written to {path}")
 
 
-def save(path, denoiser, diffusion, ema, opt, args, space, ds, history):
-    save_checkpoint(dict(
-        kind=KIND, denoiser_args=denoiser.args,
-        diffusion_args=dict(timesteps=diffusion.timesteps, schedule=diffusion.schedule, clip_x0=diffusion.clip_x0,
-                            prediction=diffusion.prediction),
-        space=space.state_dict(), tinynn=ds.tinynn_config, dataset=ds.description, config=vars(args),
-        epoch=len(history), model=denoiser.state_dict(), ema=ema.state, ema_updates=ema.updates,
-        optimizer=opt.state_dict(), history=history), path)
+def diffusion_args(diffusion):
+    """GaussianDiffusion's constructor arguments, as a checkpoint records them."""
+    return dict(timesteps=diffusion.timesteps, schedule=diffusion.schedule, clip_x0=diffusion.clip_x0,
+                prediction=diffusion.prediction)
 
 
 def parse_args(argv=None):
@@ -147,6 +125,8 @@ def parse_args(argv=None):
     p.add_argument("--timesteps", type=int, default=d["timesteps"], help=f"diffusion steps (default {d['timesteps']})")
     p.add_argument("--schedule", choices=["linear", "cosine"], default=d["schedule"],
                    help=f"noise schedule (default {d['schedule']})")
+    p.add_argument("--denoiser", choices=sorted(DENOISERS), default="mlp",
+                   help="denoiser network (diffusion_model.DENOISERS; default mlp)")
     w = SPACE_DEFAULTS["weights"]
     p.add_argument("--hidden", type=int, default=None,
                    help=f"denoiser width (default {d['hidden']}; --space weights: {w['hidden']})")
@@ -157,15 +137,10 @@ def parse_args(argv=None):
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the kept weights (default 0.999)")
     p.add_argument("--no_align", action="store_true", help="--space weights: do not align runs")
     p.add_argument("--save_every", type=int, default=10, help="epochs between checkpoint saves (default 10)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--seed", type=int, default=0, help="default 0")
     p.add_argument("--resume", action="store_true", help="continue from RUN_NAME/diffusion.pt")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_runtime_flags(p, data=False, seed_help="seed of initialisation, shuffling and noise (default 0)")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except (cd.DatasetError, CheckpointError) as e:
-        sys.exit(f"error: {e}")
+    run_main(main, parse_args)

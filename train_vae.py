@@ -13,7 +13,6 @@ vae.pt (best), vae_last.pt (for --resume), log.jsonl, final.json and vae_curves.
 """
 import argparse
 import os
-import sys
 import time
 
 import numpy as np
@@ -21,12 +20,14 @@ import torch
 from tqdm import tqdm
 
 import checkpoint_dataset as cd
-from cifar10 import DEFAULT_DATA_DIR, DataError, load_cifar10
-from model_io import CheckpointError, load_checkpoint, save_checkpoint
-from tinynn_training import evaluate_flat, pick_device
-from training_utils import EMA, write_log
-from vae_model import KIND, VAE_DEFAULTS, WeightVAE, load_vae
+from cifar10 import load_cifar10
+from cli import add_runtime_flags, run_main
+from model_io import VAE_KIND, pick_device, save_checkpoint, write_json
+from tinynn_training import evaluate_flat
+from training_utils import EMA, resume, run_epochs, training_state, write_log
+from vae_model import AUTOENCODERS, VAE_DEFAULTS, load_vae
 from weight_dataset import WeightDataset
+
 
 def decoded_accuracies(flat_z, ds, test, device):
     """Test accuracy of TinyNNs whose standardised weights are `flat_z`."""
@@ -82,11 +83,10 @@ def plot_history(history, path):
     plt.close(fig)
 
 
-def make_state(model, ema, opt, sched, args, ds, epoch, best_val, history):
-    return dict(kind=KIND, model_args=model.args, config=vars(args), dataset=ds.description,
-                tinynn=ds.tinynn_config, standardizer=ds.standardizer.state_dict(), epoch=epoch,
-                model=model.state_dict(), ema=ema.state, ema_updates=ema.updates, optimizer=opt.state_dict(),
-                scheduler=sched.state_dict(), best_val=best_val, history=history)
+def make_state(model, ema, opt, sched, args, ds, history, best_val):
+    return dict(kind=VAE_KIND, autoencoder=args.autoencoder, model_args=model.args, config=vars(args),
+                dataset=ds.description, tinynn=ds.tinynn_config, standardizer=ds.standardizer.state_dict(),
+                best_val=best_val, **training_state(model, ema, opt, history, sched))
 
 
 def main(args):
@@ -104,72 +104,65 @@ def main(args):
     print(f"{folder}: {len(train)} training / {len(val)} held-out checkpoints of {ds.layout.numel} numbers "
           f"(align={not args.no_align}, holdout={args.holdout}); device {device}")
 
-    model = WeightVAE(ds.layout.numel, args.hidden, args.latent_dim, args.input_noise, args.latent_noise).to(device)
+    autoencoder = AUTOENCODERS[args.autoencoder]
+    model = autoencoder(ds.layout.numel, args.hidden, args.latent_dim, args.input_noise, args.latent_noise).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)  # one kernel per step: faster on CPU and GPU
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=args.lr_step, gamma=args.lr_gamma)
     ema = EMA(model, args.ema)
-    start, best_val, history = 0, float("inf"), []
     last_path, best_path = os.path.join(out, "vae_last.pt"), os.path.join(out, "vae.pt")
+    history, best = [], dict(val=float("inf"))
     if args.resume:
-        ckpt = load_checkpoint(last_path, KIND)
-        if ckpt["model_args"] != model.args:
-            raise CheckpointError(f"{last_path} holds a VAE with other arguments ({ckpt['model_args']})")
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        ema.state = {k: v.to(device) for k, v in ckpt["ema"].items()}
-        ema.updates = ckpt["ema_updates"]
-        start, best_val, history = ckpt["epoch"], ckpt["best_val"], ckpt["history"]
-        print(f"resumed from {last_path} at epoch {start}")
+        ckpt = resume(last_path, VAE_KIND, dict(autoencoder=args.autoencoder, model_args=model.args), model, ema,
+                      opt, sched)
+        history, best["val"] = ckpt["history"], ckpt["best_val"]
 
     t0 = time.time()
-    gen = torch.Generator(device=device).manual_seed(args.seed + start)
-    ema_model = WeightVAE(**model.args).to(device)
-    epoch = start
-    try:
-        for epoch in tqdm(range(start, args.epochs), desc="vae", unit="epoch", initial=start, total=args.epochs,
-                          disable=args.quiet):
-            model.train()
-            order = torch.randperm(len(train), generator=gen, device=device)
-            sums = torch.zeros(3, device=device)
-            for i in range(0, len(order), args.batch_size):
-                loss, mse, kl = model.loss(train[order[i:i + args.batch_size]], args.kl_weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                ema.update(model)
-                sums += torch.stack([loss.detach(), mse.detach(), kl.detach()])
-            sched.step()
-            n_batches = -(-len(order) // args.batch_size)
-            ema_model.load_state_dict(ema.state)
-            val_loss, val_mse, val_kl = validation_loss(ema_model, val, args.kl_weight, 256)
-            rec = dict(epoch=epoch + 1, train_loss=sums[0].item() / n_batches, train_mse=sums[1].item() / n_batches,
-                       train_kl=sums[2].item() / n_batches, val_loss=val_loss, val_mse=val_mse, val_kl=val_kl,
-                       lr=opt.param_groups[0]["lr"], seconds=round(time.time() - t0, 1))
-            if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
-                rec["eval"] = accuracy_report(ema_model, ds, test_sub, args.eval_models, device, args.seed)
-                tqdm.write(f"epoch {epoch + 1}: val MSE {val_mse:.4f}, held-out acc "
-                           f"{rec['eval']['original']['mean']:.3f} -> recon {rec['eval']['reconstructed']['mean']:.3f}, "
-                           f"prior {rec['eval']['prior']['mean']:.3f}")
-            history.append(rec)
-            if (epoch + 1) % args.save_every == 0 or epoch + 1 == args.epochs:
-                state = make_state(model, ema, opt, sched, args, ds, epoch + 1, best_val, history)
-                if val_loss < best_val:
-                    best_val = state["best_val"] = val_loss
-                    save_checkpoint(state, best_path)
-                save_checkpoint(state, last_path)
-                write_log(history, os.path.join(out, "log.jsonl"))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted in epoch {epoch + 1}; continue from the last save with the same command and --resume")
-        sys.exit(130)
+    gen = torch.Generator(device=device).manual_seed(args.seed + len(history))
+    ema_model = autoencoder(**model.args).to(device)
+
+    def train_epoch(epoch):
+        model.train()
+        order = torch.randperm(len(train), generator=gen, device=device)
+        sums = torch.zeros(3, device=device)
+        for i in range(0, len(order), args.batch_size):
+            loss, mse, kl = model.loss(train[order[i:i + args.batch_size]], args.kl_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ema.update(model)
+            sums += torch.stack([loss.detach(), mse.detach(), kl.detach()])
+        sched.step()
+        n_batches = -(-len(order) // args.batch_size)
+        ema_model.load_state_dict(ema.state)
+        val_loss, val_mse, val_kl = validation_loss(ema_model, val, args.kl_weight, 256)
+        rec = dict(epoch=epoch + 1, train_loss=sums[0].item() / n_batches, train_mse=sums[1].item() / n_batches,
+                   train_kl=sums[2].item() / n_batches, val_loss=val_loss, val_mse=val_mse, val_kl=val_kl,
+                   lr=opt.param_groups[0]["lr"], seconds=round(time.time() - t0, 1))
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
+            rec["eval"] = accuracy_report(ema_model, ds, test_sub, args.eval_models, device, args.seed)
+            tqdm.write(f"epoch {epoch + 1}: val MSE {val_mse:.4f}, held-out acc "
+                       f"{rec['eval']['original']['mean']:.3f} -> recon {rec['eval']['reconstructed']['mean']:.3f}, "
+                       f"prior {rec['eval']['prior']['mean']:.3f}")
+        return rec
+
+    def save():
+        # The best model is chosen among the saved epochs, by the validation loss of its EMA weights.
+        val_loss = history[-1]["val_loss"] if history else float("inf")
+        if val_loss < best["val"]:
+            best["val"] = val_loss
+            save_checkpoint(make_state(model, ema, opt, sched, args, ds, history, best["val"]), best_path)
+        save_checkpoint(make_state(model, ema, opt, sched, args, ds, history, best["val"]), last_path)
+        write_log(history, os.path.join(out, "log.jsonl"))
+
+    run_epochs(history, args.epochs, train_epoch, save, args.save_every, "vae", args.quiet)
     train_seconds = time.time() - t0
     plot_history(history, os.path.join(out, "vae_curves.png"))
 
-    best, _, _ = load_vae(best_path)
-    final = accuracy_report(best.to(device), ds, (data.test_images, data.test_labels), args.final_models,
+    vae, _, _ = load_vae(best_path)
+    final = accuracy_report(vae.to(device), ds, (data.test_images, data.test_labels), args.final_models,
                             device, args.seed + 1)
-    final.update(train_seconds=round(train_seconds, 1), dataset=ds.description, best_val_loss=best_val)
-    cd.write_json(os.path.join(out, "final.json"), final)
+    final.update(train_seconds=round(train_seconds, 1), dataset=ds.description, best_val_loss=best["val"])
+    write_json(os.path.join(out, "final.json"), final)
     g = final["gap"]
     print(f"held-out checkpoints ({final['n_heldout']}): original {final['original']['mean']:.4f}, reconstructed "
           f"{final['reconstructed']['mean']:.4f}, gap {g['mean'] * 100:.2f} points (min {g['min'] * 100:.2f}, "
@@ -191,6 +184,8 @@ def parse_args(argv=None):
     p.add_argument("--lr_gamma", type=float, default=0.5, help="StepLR: decay factor (default 0.5)")
     p.add_argument("--kl_weight", type=float, default=0.1,
                    help="weight of the KL term; 0.1 gave the best prior samples of 1e-3, 1e-2, 0.1 (default 0.1)")
+    p.add_argument("--autoencoder", choices=sorted(AUTOENCODERS), default="mlp",
+                   help="autoencoder network (vae_model.AUTOENCODERS; default mlp)")
     p.add_argument("--hidden", type=int, default=d["hidden"], help=f"MLP width (default {d['hidden']})")
     p.add_argument("--latent_dim", type=int, default=d["latent_dim"], help=f"default {d['latent_dim']}")
     p.add_argument("--input_noise", type=float, default=d["input_noise"],
@@ -214,17 +209,10 @@ def parse_args(argv=None):
     p.add_argument("--eval_images", type=int, default=2000, help="test images for periodic evaluations")
     p.add_argument("--final_models", type=int, default=100,
                    help="held-out reconstructions and prior samples in the final report (full test set)")
-    p.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="folder with cifar-10-batches-py")
-    p.add_argument("--no_download", action="store_true", help="never try to download CIFAR-10")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--seed", type=int, default=0, help="default 0")
     p.add_argument("--resume", action="store_true", help="continue from RUN_NAME/vae_last.pt")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_runtime_flags(p, seed_help="seed of initialisation, shuffling and the validation split (default 0)")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
-    try:
-        main(parse_args())
-    except (DataError, cd.DatasetError, CheckpointError) as e:
-        sys.exit(f"error: {e}")
+    run_main(main, parse_args)

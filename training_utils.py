@@ -1,9 +1,12 @@
-"""What both trainers (train_vae.py, train_diffusion.py) use: EMA weights and the log file."""
+"""What both trainers (train_vae.py, train_diffusion.py) share: EMA weights, the epoch loop with
+its saves and Ctrl-C handling, resuming, and the log file."""
 import json
+import sys
 
 import torch
+from tqdm import tqdm
 
-from checkpoint_dataset import atomic_write
+from model_io import CheckpointError, atomic_write, load_checkpoint
 
 
 class EMA:
@@ -26,6 +29,49 @@ class EMA:
             if not v.is_floating_point():
                 self.state[k].copy_(v)
 
+
+def training_state(model, ema, opt, history, sched=None):
+    """The part of a trainer's checkpoint that --resume restores; the epoch is len(history)."""
+    state = dict(model=model.state_dict(), ema=ema.state, ema_updates=ema.updates, optimizer=opt.state_dict(),
+                 epoch=len(history), history=history)
+    if sched is not None:
+        state["scheduler"] = sched.state_dict()
+    return state
+
+
+def resume(path, kind, expected, model, ema, opt, sched=None):
+    """Restore a training_state() saved in the checkpoint at `path`; `expected` maps checkpoint
+    keys to the values this run was built with (model arguments, ...). Returns the checkpoint dict."""
+    ckpt = load_checkpoint(path, kind)
+    for key, value in expected.items():
+        if ckpt.get(key) != value:
+            raise CheckpointError(f"{path} holds a model with other {key} ({ckpt.get(key)}, this run: {value}): "
+                                  f"pass the flags it was trained with")
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    if sched is not None:
+        sched.load_state_dict(ckpt["scheduler"])
+    device = next(model.parameters()).device
+    ema.state, ema.updates = {k: v.to(device) for k, v in ckpt["ema"].items()}, ckpt["ema_updates"]
+    print(f"resumed from {path} at epoch {ckpt['epoch']}")
+    return ckpt
+
+
+def run_epochs(history, epochs, train_epoch, save, save_every, desc, quiet=False):
+    """Call train_epoch(epoch) -> log record for every epoch after those in `history`, appending
+    its record; save() every `save_every` epochs and after the last. Ctrl-C saves (the partial
+    epoch's updates included) and exits with status 130, so the run can go on with --resume."""
+    start = len(history)
+    try:
+        for epoch in tqdm(range(start, epochs), desc=desc, unit="epoch", initial=start, total=epochs,
+                          disable=quiet):
+            history.append(train_epoch(epoch))
+            if (epoch + 1) % save_every == 0 or epoch + 1 == epochs:
+                save()
+    except KeyboardInterrupt:
+        save()
+        print(f"\ninterrupted; saved after epoch {len(history)}: continue with the same command and --resume")
+        sys.exit(130)
 
 
 def write_log(history, path):

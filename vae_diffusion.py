@@ -12,10 +12,9 @@ import os
 
 import torch
 
-from checkpoint_dataset import atomic_write
-from model_io import CheckpointError
+from model_io import CheckpointError, atomic_write
+from standardizer import Standardizer
 from vae_model import load_vae
-from weight_dataset import Standardizer
 
 
 def file_fingerprint(path):

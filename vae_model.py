@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_io import CheckpointError, load_checkpoint
-from weight_dataset import Standardizer
+from model_io import VAE_KIND, CheckpointError, load_checkpoint, registered
+from standardizer import Standardizer
 
-KIND = "weight-vae"  # the "kind" of a train_vae.py checkpoint
 # One place for the VAE's defaults: train_vae.py's flags and the constructor read them.
 VAE_DEFAULTS = dict(hidden=256, latent_dim=64, input_noise=0.001, latent_noise=0.1)
 
@@ -75,17 +74,25 @@ class WeightVAE(nn.Module):
         return self.decode(z.to(p.device, p.dtype))
 
 
-def build_vae(ckpt, use_ema=True):
-    """The VAE stored in a checkpoint dict, with its standardiser, in eval mode."""
-    model = WeightVAE(**ckpt["model_args"])
-    model.load_state_dict(ckpt["ema"] if use_ema else ckpt["model"])
+# Autoencoders by name (train_vae.py --autoencoder; the name is recorded in the checkpoint). A new
+# one takes in_dim and its own keyword arguments, keeps them in self.args, and offers loss(x,
+# kl_weight), encode(x) -> (mu, logvar), decode(z), reconstruct(x), sample(n, generator) and
+# latent_dim, as WeightVAE does.
+AUTOENCODERS = {"mlp": WeightVAE}
+
+
+def build_vae(ckpt):
+    """The VAE stored in a checkpoint dict (EMA weights), with its standardiser, in eval mode."""
+    # Checkpoints from before the registry hold the MLP.
+    model = registered(AUTOENCODERS, ckpt.get("autoencoder", "mlp"), "autoencoder")(**ckpt["model_args"])
+    model.load_state_dict(ckpt["ema"])
     return model.eval(), Standardizer.from_state_dict(ckpt["standardizer"])
 
 
 def load_vae(path, expect_layout=None):
     """(VAE, standardiser, checkpoint dict) from a train_vae.py checkpoint, checked against
     `expect_layout` (a FlatLayout) when given."""
-    ckpt = load_checkpoint(path, KIND)
+    ckpt = load_checkpoint(path, VAE_KIND)
     model, std = build_vae(ckpt)
     if expect_layout is not None and std.layout != expect_layout:
         raise CheckpointError(f"{path} was trained on another TinyNN layout "

@@ -10,42 +10,13 @@ import torch
 
 import checkpoint_dataset as cd
 from alignment import align_runs
+from model_io import atomic_write
+from standardizer import Standardizer
 from tinynn import FlatLayout
 
 ALIGNMENT_FILE = "alignment.pt"
-
-
-class Standardizer:
-    """Per-tensor standardisation: each tensor of the layout (a conv kernel, a BN bias, ...) is
-    shifted and scaled by its own mean and std over the training checkpoints."""
-
-    def __init__(self, layout, means, stds):
-        self.layout, self.means, self.stds = layout, list(means), list(stds)
-        sizes = [s.numel for s in layout.slots]
-        self._mean = torch.repeat_interleave(torch.tensor(self.means, dtype=torch.float32), torch.tensor(sizes))
-        self._std = torch.repeat_interleave(torch.tensor(self.stds, dtype=torch.float32), torch.tensor(sizes))
-
-    @classmethod
-    def fit(cls, weights, layout):
-        means, stds = [], []
-        for s in layout.slots:
-            t = weights[:, s.offset:s.offset + s.numel].double()
-            means.append(t.mean().item())
-            stds.append(max(t.std().item(), 1e-8))  # a constant tensor still divides safely
-        return cls(layout, means, stds)
-
-    def standardize(self, weights):
-        return (weights - self._mean.to(weights.device)) / self._std.to(weights.device)
-
-    def destandardize(self, z):
-        return z * self._std.to(z.device) + self._mean.to(z.device)
-
-    def state_dict(self):
-        return dict(means=self.means, stds=self.stds, layout=self.layout.to_json())
-
-    @classmethod
-    def from_state_dict(cls, d):
-        return cls(FlatLayout.from_json(d["layout"]), d["means"], d["stds"])
+# The constructor arguments that decide the split; recorded in every model trained on it.
+SPLIT_KEYS = ("align", "min_acc", "holdout", "val_fraction", "val_runs", "seed", "max_train")
 
 
 def _alignment_key(manifest, reference_run):
@@ -71,7 +42,7 @@ def load_alignment(folder, manifest, weights, layout):
     run_of = torch.tensor([c["run"] for c in manifest["checkpoints"]])
     last = {r: weights[(run_of == r).nonzero()[-1].item()] for r in runs}
     index = align_runs(last, layout, manifest["tinynn"], reference)
-    cd.atomic_write(path, lambda tmp: torch.save(dict(key=key, index=index), tmp))
+    atomic_write(path, lambda tmp: torch.save(dict(key=key, index=index), tmp))
     return index
 
 
@@ -119,6 +90,21 @@ class WeightDataset:
         self.description = dict(folder=os.path.abspath(folder), align=align, min_acc=min_acc, holdout=holdout,
                                 val_fraction=val_fraction, val_runs=val_runs, seed=seed, max_train=max_train,
                                 n_train=len(self.train), n_val=len(self.val))
+
+    @classmethod
+    def from_description(cls, description, folder=None):
+        """The very split a model was trained on, rebuilt from the `description` it recorded
+        (`folder` overrides the recorded path when the dataset has moved). Every consumer of a
+        trained model (diffusion on a VAE's latents, sampling, evaluation) builds its data this
+        way, so "training checkpoints" always means the ones the generator saw."""
+        split = {k: description[k] for k in SPLIT_KEYS if k in description}  # max_train came later
+        ds = cls(folder or description["folder"], **split)
+        found = (ds.description["n_train"], ds.description["n_val"])
+        if found != (description["n_train"], description["n_val"]):
+            raise cd.DatasetError(f"{ds.folder} has changed since the model was trained: its split now has "
+                                  f"{found[0]} training / {found[1]} held-out checkpoints, the model saw "
+                                  f"{description['n_train']} / {description['n_val']}")
+        return ds
 
     @staticmethod
     def _val_mask(run_of, holdout, val_fraction, val_runs, seed):

@@ -4,19 +4,17 @@ torchvision's CIFAR10 + DataLoader with the equivalent PIL transforms, measured 
 Both produce shuffled, augmented (crop with padding 4, horizontal flip, ColorJitter 0.2/0.2/0.2),
 standardised float batches of --batch_size; nothing else (no model) is timed.
 
-    python benchmarks/data_pipeline.py
+    python -m benchmarks.data_pipeline
 """
 import argparse
 import os
-import sys
 import time
 
 import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from cifar10 import DEFAULT_DATA_DIR, MEAN, STD, Augment, load_cifar10, standardize  # noqa: E402
+from cifar10 import DEFAULT_DATA_DIR, MEAN, STD, Augment, load_cifar10, standardize
 
 
 class LocalCIFAR10(datasets.CIFAR10):

@@ -1,17 +1,15 @@
 """TinyNN with its default recipe: flat-vector size, test accuracy over seeds, seconds per run.
 
-    python benchmarks/tinynn_accuracy.py --seeds 3            # the issue's measurement (CPU)
-    python benchmarks/tinynn_accuracy.py --seeds 3 --device cuda
+    python -m benchmarks.tinynn_accuracy --seeds 3            # the issue's measurement (CPU)
+    python -m benchmarks.tinynn_accuracy --seeds 3 --device cuda
 """
 import argparse
-import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from cifar10 import DEFAULT_DATA_DIR, load_cifar10  # noqa: E402
-from tinynn import count_flat_numbers  # noqa: E402
-from tinynn_training import TrainConfig, pick_device, train_tinynn  # noqa: E402
+from cifar10 import DEFAULT_DATA_DIR, load_cifar10
+from tinynn import count_flat_numbers
+from model_io import pick_device
+from tinynn_training import TrainConfig, train_tinynn
 
 
 def main(args):

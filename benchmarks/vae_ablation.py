@@ -4,9 +4,9 @@ Runs train_vae.py once per variant (in parallel processes with --parallel, e.g. 
 then reads each variant's final.json: the test-accuracy gap between held-out checkpoints and
 their reconstructions, prior-sample accuracy, and training time.
 
-    python benchmarks/vae_ablation.py --checkpoint_dir Toy_CNN                   # CPU, one after another
-    python benchmarks/vae_ablation.py --checkpoint_dir Toy_CNN --parallel --device cuda
-    python benchmarks/vae_ablation.py --checkpoint_dir Toy_CNN --extra --kl_weight 1e-4   # flags for train_vae
+    python -m benchmarks.vae_ablation --checkpoint_dir Toy_CNN                   # CPU, one after another
+    python -m benchmarks.vae_ablation --checkpoint_dir Toy_CNN --parallel --device cuda
+    python -m benchmarks.vae_ablation --checkpoint_dir Toy_CNN --extra --kl_weight 1e-4   # flags for train_vae
 """
 import argparse
 import json

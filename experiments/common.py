@@ -3,27 +3,22 @@
 Each experiment drives the ordinary scripts (train_vae.py, train_diffusion.py, sample.py,
 evaluate_generated.py) with flags, printing every command, and skips a step whose output
 already exists: an interrupted experiment continues where it stopped when run again.
+Run them from the project root as modules: python -m experiments.NAME --help.
 """
 import json
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from quickstart import step  # noqa: E402  (the same printing runner as the quickstart)
+from cli import add_runtime_flags, run_step, runtime_argv
 
 
 def sample_and_evaluate(model_path, out, args, seed=0):
     """Sample args.num_models networks with DDIM-50 into `out` and evaluate them (no baselines);
     returns the report's summary."""
-    step(["sample.py", "--model_path", model_path, "--num_models", args.num_models, "--sampler", "ddim",
-          "--steps", 50, "--seed", seed, "--out", out, "--device", args.device, "--quiet"],
-         skip_if=os.path.join(out, "generated.pt"))
-    step(["evaluate_generated.py", "--model_path", out, "--checkpoint_dir", args.checkpoint_dir,
-          "--train_models", args.train_models, "--baseline_models", 0, "--data_dir", args.data_dir,
-          "--device", args.device] + (["--no_download"] if args.no_download else []),
-         skip_if=os.path.join(out, "report.json"))
+    run_step(["sample.py", "--model_path", model_path, "--num_models", args.num_models, "--sampler", "ddim",
+              "--steps", 50, "--seed", seed, "--out", out, "--quiet", *runtime_argv(args, data=False)],
+             skip_if=os.path.join(out, "generated.pt"))
+    run_step(["evaluate_generated.py", "--model_path", out, "--train_models", args.train_models,
+              "--baseline_models", 0, *runtime_argv(args)], skip_if=os.path.join(out, "report.json"))
     with open(os.path.join(out, "report.json")) as f:
         return json.load(f)["summary"]
 
@@ -64,11 +59,8 @@ def _fmt(v):
 
 def common_flags(p):
     """Flags every experiment has."""
-    from cifar10 import DEFAULT_DATA_DIR
     p.add_argument("--checkpoint_dir", required=True, help="dataset name under checkpoints/")
     p.add_argument("--num_models", type=int, default=50, help="networks generated per setting (default 50)")
     p.add_argument("--train_models", type=int, default=50,
                    help="training checkpoints evaluated beside them (default 50)")
-    p.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="folder with cifar-10-batches-py")
-    p.add_argument("--no_download", action="store_true", help="never try to download CIFAR-10")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    add_runtime_flags(p, seed=False, quiet=False)

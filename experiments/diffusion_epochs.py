@@ -6,15 +6,15 @@ stop it keeps a copy of the checkpoint, samples --num_models networks (DDIM-50) 
 them next to --train_models training checkpoints. Writes, in checkpoints/NAME/RUN_NAME/:
 diffusion_epochs.md/.json (the table) and diffusion_epochs.png (accuracy and loss vs epochs).
 
-    python experiments/diffusion_epochs.py --checkpoint_dir Toy_CNN --epochs 10 30 100 300
+    python -m experiments.diffusion_epochs --checkpoint_dir Toy_CNN --epochs 10 30 100 300
 """
 import argparse
 import json
 import os
 import shutil
 
-from common import (ROOT, accuracy_row, common_flags, plot_generated_accuracy, sample_and_evaluate, step,
-                    write_table)
+from cli import ROOT, run_step, runtime_argv
+from experiments.common import accuracy_row, common_flags, plot_generated_accuracy, sample_and_evaluate, write_table
 
 
 def train_until(epochs, run, args, folder):
@@ -25,10 +25,10 @@ def train_until(epochs, run, args, folder):
         if os.path.exists(live) and last_epoch(folder, run) > epochs:
             raise SystemExit(f"error: {run} is already trained past {epochs} epochs; "
                              f"give earlier stops another --run_name")
-        step(["train_diffusion.py", "--checkpoint_dir", args.checkpoint_dir, "--run_name", run,
-              "--epochs", epochs, "--batch_size", args.batch_size, "--device", args.device, "--quiet",
-              *(["--vae_path", args.vae_path] if args.vae_path else []),
-              *(["--resume"] if os.path.exists(live) else [])])
+        run_step(["train_diffusion.py", "--checkpoint_dir", args.checkpoint_dir, "--run_name", run,
+                  "--epochs", epochs, "--batch_size", args.batch_size, "--quiet", *runtime_argv(args, data=False),
+                  *(["--vae_path", args.vae_path] if args.vae_path else []),
+                  *(["--resume"] if os.path.exists(live) else [])])
         os.makedirs(os.path.dirname(snapshot), exist_ok=True)
         shutil.copyfile(live, snapshot + ".tmp")
         os.replace(snapshot + ".tmp", snapshot)

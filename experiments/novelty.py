@@ -14,7 +14,7 @@ checkpoints' own figures:
   models in the group.
 Writes new_or_copies.md/.json/.png (distance histograms, nearest-run shares) in --out.
 
-    python experiments/novelty.py --reports checkpoints/Toy_CNN/diffusion_latent/samples_ddim_50_seed0 \\
+    python -m experiments.novelty --reports checkpoints/Toy_CNN/diffusion_latent/samples_ddim_50_seed0 \\
         checkpoints/Toy_CNN/diffusion_weights/samples_ddim_50_seed0 --labels latent direct
 """
 import argparse
@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from common import write_table
+from experiments.common import write_table
 
 
 def load_report(path):

@@ -7,15 +7,15 @@ same number of optimizer updates (--vae_steps, --diffusion_steps), so fewer chec
 more epochs over them, not less training. Writes, in checkpoints/NAME/exp_checkpoints/:
 num_checkpoints.md/.json (the table) and num_checkpoints.png.
 
-    python experiments/num_checkpoints.py --checkpoint_dir Toy_CNN --sizes 50 200 800 2250
+    python -m experiments.num_checkpoints --checkpoint_dir Toy_CNN --sizes 50 200 800 2250
 """
 import argparse
 import json
 import math
 import os
 
-from common import (ROOT, accuracy_row, common_flags, plot_generated_accuracy, sample_and_evaluate, step,
-                    write_table)
+from cli import ROOT, run_step, runtime_argv
+from experiments.common import accuracy_row, common_flags, plot_generated_accuracy, sample_and_evaluate, write_table
 
 VAE_BATCH, DIFFUSION_BATCH = 32, 8  # train_vae.py's and train_diffusion.py's defaults
 
@@ -29,16 +29,14 @@ def train_pair(n, args, base):
     vae_run, diff_run = f"exp_checkpoints/n{n}/vae", f"exp_checkpoints/n{n}/diffusion"
     vae_epochs = epochs_for(args.vae_steps, n, VAE_BATCH)
     # StepLR halves the rate every 30 of 100 epochs by default: keep that shape at any length.
-    step(["train_vae.py", "--checkpoint_dir", args.checkpoint_dir, "--run_name", vae_run, "--max_train", n,
-          "--epochs", vae_epochs, "--lr_step", max(1, round(0.3 * vae_epochs)), "--eval_every", vae_epochs,
-          "--save_every", max(1, vae_epochs // 20),
-          "--final_models", 20, "--data_dir", args.data_dir, "--device", args.device, "--quiet"]
-         + (["--no_download"] if args.no_download else []),
-         skip_if=os.path.join(base, vae_run, "final.json"))
-    step(["train_diffusion.py", "--checkpoint_dir", args.checkpoint_dir, "--run_name", diff_run,
-          "--vae_path", os.path.join(base, vae_run, "vae.pt"),
-          "--epochs", epochs_for(args.diffusion_steps, n, DIFFUSION_BATCH), "--device", args.device, "--quiet"],
-         skip_if=os.path.join(base, diff_run, "loss.png"))
+    run_step(["train_vae.py", "--checkpoint_dir", args.checkpoint_dir, "--run_name", vae_run, "--max_train", n,
+              "--epochs", vae_epochs, "--lr_step", max(1, round(0.3 * vae_epochs)), "--eval_every", vae_epochs,
+              "--save_every", max(1, vae_epochs // 20), "--final_models", 20, "--quiet", *runtime_argv(args)],
+             skip_if=os.path.join(base, vae_run, "final.json"))
+    run_step(["train_diffusion.py", "--checkpoint_dir", args.checkpoint_dir, "--run_name", diff_run,
+              "--vae_path", os.path.join(base, vae_run, "vae.pt"),
+              "--epochs", epochs_for(args.diffusion_steps, n, DIFFUSION_BATCH), "--quiet",
+              *runtime_argv(args, data=False)], skip_if=os.path.join(base, diff_run, "loss.png"))
     with open(os.path.join(base, vae_run, "final.json")) as f:
         return os.path.join(base, diff_run, "diffusion.pt"), json.load(f)
 

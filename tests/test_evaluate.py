@@ -23,7 +23,8 @@ def test_training_checkpoints_as_generated_reproduce_their_accuracy_and_zero_dis
     weights = ds.standardizer.destandardize(ds.train[:3])
     gen = dataset / "as_generated"
     save_checkpoint(dict(kind="generated-tinynns", weights=weights, tinynn=ds.tinynn_config,
-                         layout=ds.layout.to_json(), batchnorm="training checkpoints"), str(gen / "generated.pt"))
+                         layout=ds.layout.to_json(), batchnorm="training checkpoints", dataset=ds.description),
+                    str(gen / "generated.pt"))
     run_script("evaluate_generated.py", "--model_path", gen, "--checkpoint_dir", dataset, "--train_models", "100",
                "--baseline_models", "2", "--data_dir", DATA_DIR, "--no_download", "--device", "cpu")
     report = json.load(open(gen / "report.json"))

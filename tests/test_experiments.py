@@ -1,16 +1,15 @@
 """The experiment scripts end to end at a tiny size, and the copy shares on a hand-made report."""
 import json
-import os
-import sys
 
 import pytest
 import torch
 
 from baselines import distinct, nearest_within
-from conftest import DATA_DIR, ROOT, private_copy, run_script
+from conftest import DATA_DIR, private_copy, run_script
+from model_io import VAE_KIND, load_checkpoint
+from weight_dataset import WeightDataset
 
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-from novelty import novelty_rows  # noqa: E402
+from experiments.novelty import novelty_rows
 
 SMALL = ["--num_models", "3", "--train_models", "3", "--data_dir", DATA_DIR, "--no_download", "--device", "cpu"]
 
@@ -22,7 +21,7 @@ def dataset(tiny_dataset, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def num_checkpoints(dataset):
-    args = ["experiments/num_checkpoints.py", "--checkpoint_dir", dataset, "--sizes", "3", "6",
+    args = ["-m", "experiments.num_checkpoints", "--checkpoint_dir", dataset, "--sizes", "3", "6",
             "--vae_steps", "4", "--diffusion_steps", "20", *SMALL]
     run_script(*args)
     return args
@@ -41,9 +40,21 @@ def test_num_checkpoints_gives_a_row_per_size_and_resumes(dataset, num_checkpoin
     assert json.load(open(out / "num_checkpoints.json")) == rows
 
 
+def test_report_after_max_train_draws_training_checkpoints_only_from_those_seen(dataset, num_checkpoints):
+    """train_vae.py --max_train 3: the report's training row holds those 3 checkpoints and no other."""
+    vae = load_checkpoint(str(dataset / "exp_checkpoints" / "n3" / "vae" / "vae.pt"), VAE_KIND)
+    seen = {(r["run"], r["step"]) for r in WeightDataset.from_description(vae["dataset"]).train_records}
+    all_train = {(r["run"], r["step"]) for r in WeightDataset(str(dataset)).train_records}
+    assert len(seen) == 3 and len(all_train) > 3
+    report = json.load(open(dataset / "exp_checkpoints" / "n3" / "diffusion" / "samples" / "report.json"))
+    drawn = {(c["run"], c["step"]) for c in report["training_checkpoints"]}
+    assert drawn == seen and report["summary"]["training checkpoints"]["accuracy"]["n"] == 3
+    assert report["split"]["max_train"] == 3
+
+
 def test_diffusion_epochs_resumes_one_run_between_stops(dataset, num_checkpoints):
     vae = dataset / "exp_checkpoints" / "n6" / "vae" / "vae.pt"
-    run_script("experiments/diffusion_epochs.py", "--checkpoint_dir", dataset, "--vae_path", vae,
+    run_script("-m", "experiments.diffusion_epochs", "--checkpoint_dir", dataset, "--vae_path", vae,
                "--epochs", "2", "5", *SMALL)
     out = dataset / "exp_epochs"
     rows = json.load(open(out / "diffusion_epochs.json"))
@@ -52,7 +63,7 @@ def test_diffusion_epochs_resumes_one_run_between_stops(dataset, num_checkpoints
     assert log == [1, 2, 3, 4, 5]  # the second stop continued the first, no epoch repeated
     assert (out / "epoch_2" / "diffusion.pt").exists() and (out / "diffusion_epochs.png").stat().st_size > 0
     # An earlier stop cannot come from a run already past it.
-    late = run_script("experiments/diffusion_epochs.py", "--checkpoint_dir", dataset, "--vae_path", vae,
+    late = run_script("-m", "experiments.diffusion_epochs", "--checkpoint_dir", dataset, "--vae_path", vae,
                       "--epochs", "3", *SMALL, check=False)
     assert late.returncode != 0 and "already trained past 3" in late.stderr and "Traceback" not in late.stderr
 

@@ -5,7 +5,8 @@ from conftest import DATA_DIR, run_script
 def test_quickstart_runs_end_to_end(tmp_path):
     name = str(tmp_path / "qs")
     out = run_script("quickstart.py", "--name", name, "--runs", "2", "--ckpts_per_run", "4", "--min_acc", "0.2",
-                     "--vae_epochs", "2", "--diffusion_epochs", "2", "--num_models", "3", "--data_dir", DATA_DIR,
+                     "--vae_epochs", "2", "--diffusion_epochs", "2", "--num_models", "3", "--train_models", "5",
+                     "--baseline_models", "2", "--data_dir", DATA_DIR,
                      "--no_download", "--device", "cpu",
                      "--dataset_flags", "--train_size 2000 --val_size 500 --epochs 2 --save_every 3 --batch_size 64",
                      "--vae_flags", "--hidden 32 --latent_dim 4 --batch_size 2 --eval_images 200 --val_fraction 0.25")

@@ -9,7 +9,8 @@ from conftest import DATA_DIR, private_copy, run_script
 from model_io import CheckpointError, save_checkpoint
 from tinynn import FlatLayout, TinyNN
 from vae_model import load_vae
-from weight_dataset import Standardizer, WeightDataset
+from standardizer import Standardizer
+from weight_dataset import WeightDataset
 
 TINY_VAE = ["--hidden", "64", "--latent_dim", "8", "--batch_size", "2", "--eval_every", "2",
             "--eval_models", "2", "--eval_images", "500", "--final_models", "2", "--data_dir", DATA_DIR,

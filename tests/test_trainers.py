@@ -1,0 +1,56 @@
+"""What both trainers share: Ctrl-C saves a checkpoint that --resume continues without repeating
+an epoch."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import DATA_DIR, ROOT, private_copy, run_script
+from model_io import DIFFUSION_KIND, VAE_KIND, load_checkpoint
+
+VAE = ["train_vae.py", "--hidden", "32", "--latent_dim", "4", "--batch_size", "2", "--eval_every", "1000",
+       "--eval_models", "1", "--eval_images", "200", "--final_models", "1", "--val_fraction", "0.25",
+       "--data_dir", DATA_DIR, "--no_download", "--quiet"]
+DIFFUSION = ["train_diffusion.py", "--space", "weights", "--hidden", "32", "--depth", "1", "--time_dim", "16",
+             "--timesteps", "50", "--batch_size", "4", "--save_every", "1", "--quiet"]
+TRAINERS = {"vae": (VAE, "vae_last.pt", VAE_KIND), "diffusion": (DIFFUSION, "diffusion.pt", DIFFUSION_KIND)}
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_dataset, tmp_path_factory):
+    return private_copy(tiny_dataset, tmp_path_factory, "trainers")
+
+
+def interrupt_after_first_save(cmd, saved, timeout=300):
+    """Start a trainer, send it SIGINT (Ctrl-C) once its first checkpoint is on disk."""
+    proc = subprocess.Popen([sys.executable, *map(str, cmd)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while not saved.exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.time() < deadline, "no checkpoint was saved in time"
+        time.sleep(0.2)
+    time.sleep(1.0)  # a little way into the next epochs
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+@pytest.mark.parametrize("trainer", sorted(TRAINERS))
+def test_ctrl_c_saves_a_checkpoint_that_resumes(dataset, trainer):
+    cmd, filename, kind = TRAINERS[trainer]
+    cmd = [cmd[0], "--checkpoint_dir", dataset, "--run_name", f"ctrlc_{trainer}", *cmd[1:]]
+    path = dataset / f"ctrlc_{trainer}" / filename
+    code, out, err = interrupt_after_first_save([*cmd, "--epochs", "100000"], path)
+    assert code == 130 and "interrupted; saved after epoch" in out and "Traceback" not in err
+    stopped = load_checkpoint(str(path), kind)
+    epochs = stopped["epoch"]
+    assert 1 <= epochs < 100000 and [h["epoch"] for h in stopped["history"]] == list(range(1, epochs + 1))
+    run_script(*cmd, "--epochs", epochs + 2, "--resume")
+    resumed = load_checkpoint(str(path), kind)
+    assert [h["epoch"] for h in resumed["history"]] == list(range(1, epochs + 3))
+    log = (path.parent / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == list(range(1, epochs + 3))
