@@ -66,15 +66,19 @@ def nearest_within(z):
     return nearest(z, z, torch.arange(len(z)))[0]
 
 
-def distinct(z, threshold):
-    """How many distinct vectors a set holds: greedily, each vector not within `threshold` of an
-    earlier kept one counts as new."""
-    d = rms_distances(z, z)
+def greedy_count(d, threshold):
+    """Greedily, each item further than `threshold` (in the square distance matrix d) from every
+    item counted before counts as new; returns the count."""
     kept = []
-    for i in range(len(z)):
+    for i in range(len(d)):
         if not kept or d[i, kept].min() > threshold:
             kept.append(i)
     return len(kept)
+
+
+def distinct(z, threshold):
+    """How many distinct vectors a set holds (RMS distance above `threshold`)."""
+    return greedy_count(rms_distances(z, z), threshold)
 
 
 def max_error_overlap(wrong_query, wrong_train, self_index=None):
@@ -87,3 +91,49 @@ def max_error_overlap(wrong_query, wrong_train, self_index=None):
     if self_index is not None:
         jac[torch.arange(len(jac)), self_index] = -1.0
     return jac.max(1).values
+
+
+def disagreement(preds_a, preds_b):
+    """[len(a), len(b)] share of test images on which two networks predict different classes.
+    preds_*: long [models, test images]."""
+    return torch.stack([(a[None] != preds_b).float().mean(1) for a in preds_a]) if len(preds_a) else \
+        torch.empty(0, len(preds_b))
+
+
+def cross_run_disagreement(preds, runs):
+    """Disagreement of every pair of networks from different training runs (a flat tensor)."""
+    d = disagreement(preds, preds)
+    runs = torch.as_tensor(runs)
+    return d[runs[:, None] != runs[None]]
+
+
+def functionally_distinct(preds, threshold):
+    """How many functionally different networks a set holds: a network counts when it disagrees
+    with every one counted before on more than `threshold` of the test images."""
+    return greedy_count(disagreement(preds, preds), threshold)
+
+
+def ensemble_accuracy(probs, labels):
+    """Accuracy of the averaged softmax of a set of networks. probs: [models, images, classes]."""
+    return probs.mean(0).argmax(1).eq(labels).float().mean().item()
+
+
+def one_per_run(runs, k):
+    """Indices of the first network of each distinct run, at most k of them."""
+    seen, out = set(), []
+    for i, r in enumerate(runs):
+        if r not in seen and len(out) < k:
+            seen.add(r)
+            out.append(i)
+    return out
+
+
+def new_network_bar(fresh_overlaps):
+    """The max error overlap that a network from a fresh seed stays under, 95 times in 100."""
+    return float(torch.quantile(torch.as_tensor(fresh_overlaps, dtype=torch.float64), 0.95))
+
+
+def is_new(accuracy, overlap, min_acc, bar):
+    """A new network: as accurate as the training bar asks, and no closer in its mistakes to any
+    training network than a network from a fresh seed is."""
+    return accuracy >= min_acc and overlap <= bar

@@ -67,6 +67,20 @@ def init_settings(folder, settings):
                            f"Use the same flags to continue it, or another --checkpoint_dir.")
 
 
+# What makes the networks of two datasets comparable: the network, the training recipe, the data
+# and the selection bar. The base seed (and the validation split drawn from it) and the number of
+# runs and checkpoints may differ.
+RECIPE = ("tinynn", "n_params", "layout", "train_config", "augment", "data.dataset", "data.val_size",
+          "data.train_size", "selection.min_acc")
+
+
+def recipe_differences(a, b):
+    """The recipe settings (RECIPE) on which two datasets' settings differ, as "key: a vs b"."""
+    fa, fb = _flat_items(a), _flat_items(b)
+    keys = [k for k in sorted(set(fa) | set(fb)) if any(k == r or k.startswith(r + ".") for r in RECIPE)]
+    return [f"{k}: {fa.get(k)} vs {fb.get(k)}" for k in keys if fa.get(k) != fb.get(k)]
+
+
 def _flat_items(d, prefix=""):
     """{"a": {"b": 1}} -> {"a.b": 1}, so that a mismatch names the setting itself."""
     out = {}

@@ -1,22 +1,35 @@
-"""Evaluate generated TinyNNs honestly: next to the training checkpoints, simple baselines, and
-measures of how new they are.
+"""Evaluate generated TinyNNs honestly: next to the training checkpoints, networks from fresh
+seeds, simple baselines, and measures of how new they are.
 
-    python evaluate_generated.py --model_path checkpoints/Toy_CNN/diffusion_latent/samples_ddim_50_seed0
+    python evaluate_generated.py --model_path checkpoints/Toy_CNN/diffusion_latent/samples_ddim_50_seed0 \\
+                                 --fresh_dir Toy_CNN_fresh
 
 --model_path is a folder written by sample.py (or its generated.pt), which records the dataset
 and the very split its generator was trained on (so with train_vae.py --max_train N, "training
-checkpoints" are those N). On the full CIFAR-10 test
-set it evaluates every generated network, --train_models random training checkpoints, and
---baseline_models of each baseline: training weights plus Gaussian noise at three scales, the
-average of --average_k aligned checkpoints, and a per-coordinate Gaussian fit of the weights.
-Novelty, for every group: distance to the nearest training checkpoint (aligned, standardised
-weights; RMS per coordinate) and the largest overlap (Jaccard) of its wrong test predictions with
-any sampled training model's; for training checkpoints themselves, the nearest *other* one.
-Diversity, for every group: each model's distance to the nearest other model of its own group,
-and how many distinct models the group holds (closer than the median training checkpoint is to
-its nearest neighbour counts as the same). report.json keeps every model's figures, with the
-run of its nearest checkpoint (experiments/novelty.py reads them).
-Writes report.json, report.md, accuracy_hist.png and novelty.png beside the generated models.
+checkpoints" are those N). On the full CIFAR-10 test set it evaluates every generated network,
+--train_models random training checkpoints, --fresh_models checkpoints of --fresh_dir (a dataset
+made by Gen_Diffusion_Dataset.py with the same recipe and another --seed: runs the generator
+never saw), and --baseline_models of each baseline (training weights plus Gaussian noise at
+three scales, the average of --average_k aligned checkpoints, a per-coordinate Gaussian fit).
+
+For every group:
+- accuracy, and distance to the nearest training checkpoint (aligned, standardised weights; RMS
+  per coordinate; for training checkpoints, the nearest *other* one);
+- max error overlap: the largest Jaccard overlap of its wrong test images with those of one of
+  the evaluated training checkpoints;
+- new: the share of networks with accuracy >= the dataset's min_acc and max error overlap no
+  higher than the fresh networks' 95th percentile (needs --fresh_dir; ~95% of fresh networks by
+  construction);
+- diversity: distance to the nearest other network of its own group and distinct networks by
+  weights; median pairwise test-prediction disagreement and functionally distinct networks
+  (greedy; a network counts when it disagrees with every one counted before on more than the
+  5th percentile of the disagreement between training checkpoints of different runs);
+- ensembles: the accuracy of the averaged softmax of K networks, K = the training runs (generated:
+  the first K; training and fresh: one network per run), and of all generated networks.
+For a latent generator whose VAE held out whole runs (train_vae.py --holdout runs), the VAE's
+reconstructions of --heldout_models checkpoints of those runs are evaluated next to the originals.
+Writes report.json (every model's figures), report.md, accuracy_hist.png, novelty.png and
+new_networks.png (accuracy against max error overlap) beside the generated models.
 """
 import argparse
 import os
@@ -25,13 +38,18 @@ import numpy as np
 import torch
 
 import checkpoint_dataset as cd
-from baselines import all_baselines, distinct, max_error_overlap, nearest, nearest_within
+from baselines import (all_baselines, cross_run_disagreement, disagreement, distinct, ensemble_accuracy,
+                       functionally_distinct, is_new, max_error_overlap, nearest, nearest_within, new_network_bar,
+                       one_per_run)
 from cifar10 import load_cifar10
 from cli import add_runtime_flags, run_main
 from model_io import GENERATED_KIND, CheckpointError, load_checkpoint, pick_device, write_json
 from tinynn import FlatLayout, clamp_running_var
-from tinynn_training import predict_flat
+from tinynn_training import evaluate_flat, probabilities_flat
+from vae_model import load_vae
 from weight_dataset import WeightDataset
+
+TRAIN, FRESH = "training checkpoints", "fresh seeds"
 
 
 def load_generated(path):
@@ -55,30 +73,40 @@ def stats(values, min_acc=None):
 
 
 def model_groups(generated, ds, args):
-    """{group: z-space weights}; training checkpoints are a random sample (their rows returned)."""
-    z_train = ds.train
-    rows = torch.randperm(len(z_train), generator=torch.Generator().manual_seed(args.seed))[:args.train_models]
-    groups = {"generated": ds.standardizer.standardize(generated), "training checkpoints": z_train[rows]}
+    """({group: z-space weights}, {group: run of each network} for training and fresh networks,
+    rows of the training sample in ds.train)."""
+    gen = torch.Generator().manual_seed(args.seed)
+    rows = torch.randperm(len(ds.train), generator=gen)[:args.train_models]
+    groups = {"generated": ds.standardizer.standardize(generated), TRAIN: ds.train[rows]}
+    runs = {TRAIN: [ds.train_records[i]["run"] for i in rows.tolist()]}
+    if args.fresh_dir:
+        z, records = ds.other_dataset(cd.dataset_folder(args.fresh_dir))
+        pick = torch.randperm(len(z), generator=gen)[:args.fresh_models]
+        groups[FRESH], runs[FRESH] = z[pick], [records[i]["run"] for i in pick.tolist()]
     if args.baseline_models:
-        groups.update(all_baselines(z_train, args.baseline_models, args.average_k, args.seed))
-    return groups, rows
+        groups.update(all_baselines(ds.train, args.baseline_models, args.average_k, args.seed))
+    return groups, runs, rows
 
 
-def evaluate_groups(groups, train_rows, ds, test, device):
-    """Accuracies and novelty of every group; novelty is measured against all checkpoints of
-    the dataset (aligned), `train_rows` saying which of them the training sample is."""
-    labels = test[1].cpu()
-    reference = torch.cat([ds.train, ds.val])
-    preds = {}
+def softmax_outputs(groups, ds, images, device):
+    """{group: softmax outputs [models, images, classes]} of every group's networks."""
+    out = {}
     for name, z in groups.items():
         w = ds.standardizer.destandardize(z)
         clamp_running_var(w, ds.layout)  # baselines too: a usable network needs var >= 0
-        preds[name] = predict_flat(w, ds.layout, ds.tinynn_config, test[0], device)
-    wrong_train = preds["training checkpoints"] != labels
+        out[name] = probabilities_flat(w, ds.layout, ds.tinynn_config, images, device)
+    return out
+
+
+def novelty(groups, preds, train_rows, ds, labels):
+    """Every model's accuracy, nearest training checkpoint (distance and run), nearest other
+    model of its group, and max error overlap with the evaluated training checkpoints."""
+    reference = torch.cat([ds.train, ds.val])
+    wrong_train = preds[TRAIN] != labels
     run_of = [r["run"] for r in ds.train_records + ds.val_records]
     results = {}
     for name, z in groups.items():
-        is_train = name == "training checkpoints"
+        is_train = name == TRAIN
         dist, row = nearest(z, reference, train_rows if is_train else None)
         results[name] = dict(
             accuracy=preds[name].eq(labels).float().mean(1).tolist(),
@@ -89,29 +117,103 @@ def evaluate_groups(groups, train_rows, ds, test, device):
     return results
 
 
-def distinct_counts(groups, results):
-    """{group: distinct networks}, two counting as one when closer than the median training
-    checkpoint is to its nearest other checkpoint (about one save interval of SGD)."""
-    threshold = float(np.median(results["training checkpoints"]["nearest_distance"]))
-    return {name: distinct(z, threshold) for name, z in groups.items()}, threshold
+def mark_new(results, min_acc):
+    """Every model's verdict, new or not, against the bar the fresh group sets (None without one)."""
+    if FRESH not in results:
+        return None
+    bar = new_network_bar(results[FRESH]["max_error_overlap"])
+    for r in results.values():
+        r["new"] = [is_new(a, o, min_acc, bar) for a, o in zip(r["accuracy"], r["max_error_overlap"])]
+    return bar
 
 
-def markdown(results, counts, threshold, min_acc):
-    lines = [f"Test accuracy on the full CIFAR-10 test set; novelty against the training checkpoints "
-             f"(min_acc = {min_acc}); distinct: networks further than {threshold:.4f} from each other.", "",
-             "| models | n | mean | median | std | min | max | >= min_acc | nearest dist (median) "
-             "| max error overlap (median) | nearest in group (median) | distinct |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def functional_diversity(preds, train_runs):
+    """(cross-run threshold, {group: stats of its pairwise disagreements}, {group: functionally
+    distinct networks}). The threshold is the 5th percentile of disagreement between training
+    checkpoints of different runs; None (and no counts) when the sample holds one run."""
+    cross = cross_run_disagreement(preds[TRAIN], train_runs)
+    threshold = float(torch.quantile(cross, 0.05)) if len(cross) else None
+    pairwise, counts = {}, {}
+    for name, p in preds.items():
+        d = disagreement(p, p)[~torch.eye(len(p), dtype=torch.bool)]
+        pairwise[name] = stats(d.tolist() or [float("nan")])
+        counts[name] = functionally_distinct(p, threshold) if threshold is not None else None
+    return threshold, pairwise, counts
+
+
+def ensembles(probs, runs, labels, k):
+    """Accuracy of averaged softmax outputs: K generated (the first K), one training checkpoint
+    per run, one fresh network per run (up to K), and all generated networks."""
+    out = {f"generated (first {k})": (probs["generated"][:k], k)}
+    for name in (TRAIN, FRESH):
+        if name in probs:
+            pick = one_per_run(runs[name], k)
+            out[f"{name} (one per run)"] = (probs[name][pick], len(pick))
+    out[f"generated (all {len(probs['generated'])})"] = (probs["generated"], len(probs["generated"]))
+    return {name: dict(n=n, accuracy=ensemble_accuracy(p, labels)) for name, (p, n) in out.items()}
+
+
+def heldout_reconstruction(source, ds, test, device, n):
+    """Checkpoints of the run(s) held out of a VAE trained with --holdout runs, through the VAE
+    and back, next to their originals (test accuracy): can the autoencoder represent a run it
+    never saw? None for other generators (train_vae.py's final.json has held-out checkpoints)."""
+    vae_info = source.get("vae")
+    if not vae_info or not n or ds.description["holdout"] != "runs":
+        return None
+    vae, std, _ = load_vae(vae_info["path"], expect_layout=ds.layout)
+    originals = ds.standardizer.destandardize(ds.val[torch.randperm(len(ds.val),
+                                                                    generator=torch.Generator().manual_seed(0))[:n]])
+    with torch.no_grad():
+        recon = std.destandardize(vae.reconstruct(std.standardize(originals)))
+    clamp_running_var(recon, ds.layout)
+    acc = [evaluate_flat(w, ds.layout, ds.tinynn_config, test[0], test[1], device) for w in (originals, recon)]
+    return dict(n=len(originals), original=stats(acc[0]), reconstructed=stats(acc[1]))
+
+
+def summarize(results, counts, pairwise, functional_counts, min_acc):
+    summary = {}
     for name, r in results.items():
-        a, d, o = stats(r["accuracy"], min_acc), stats(r["nearest_distance"]), stats(r["max_error_overlap"])
-        w = stats(r["nearest_in_group"])
+        summary[name] = dict(accuracy=stats(r["accuracy"], min_acc), nearest_distance=stats(r["nearest_distance"]),
+                             max_error_overlap=stats(r["max_error_overlap"]),
+                             nearest_in_group=stats(r["nearest_in_group"]), distinct=counts[name],
+                             pairwise_disagreement=pairwise[name], functionally_distinct=functional_counts[name])
+        if "new" in r:
+            summary[name]["new"] = float(np.mean(r["new"]))
+    return summary
+
+
+def markdown(summary, report):
+    bar, func = report["new_bar"], report["functional_threshold"]
+    lines = [f"Test accuracy on the full CIFAR-10 test set (min_acc = {report['min_acc']}); novelty against "
+             f"the {summary[TRAIN]['accuracy']['n']} training checkpoints evaluated. New: accuracy >= min_acc and "
+             + (f"max error overlap <= {bar:.3f} (fresh seeds' 95th percentile)" if bar is not None else
+                "max error overlap <= the fresh seeds' 95th percentile (pass --fresh_dir)")
+             + f"; distinct: further apart than {report['distinct_threshold']:.4f} in weights; functionally "
+             f"distinct: disagreeing on more than "
+             + (f"{func:.3f}" if func is not None else "(one run only: n/a)")
+             + " of test images (5th percentile between training runs).", "",
+             "| models | n | mean | median | std | min | max | >= min_acc | new | nearest dist (median) "
+             "| max error overlap (median) | nearest in group (median) | distinct | disagreement (median) "
+             "| functionally distinct |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in summary.items():
+        a, new = s["accuracy"], s.get("new")
         lines.append(f"| {name} | {a['n']} | {a['mean']:.4f} | {a['median']:.4f} | {a['std']:.4f} | {a['min']:.4f} "
-                     f"| {a['max']:.4f} | {a['above_min_acc']:.2f} | {d['median']:.4f} | {o['median']:.3f} "
-                     f"| {w['median']:.4f} | {counts[name]} |")
+                     f"| {a['max']:.4f} | {a['above_min_acc']:.2f} | {'-' if new is None else f'{new:.2f}'} "
+                     f"| {s['nearest_distance']['median']:.4f} | {s['max_error_overlap']['median']:.3f} "
+                     f"| {s['nearest_in_group']['median']:.4f} | {s['distinct']} "
+                     f"| {s['pairwise_disagreement']['median']:.3f} | {s['functionally_distinct']} |")
+    lines += ["", "Ensembles (accuracy of the averaged softmax):", "", "| networks | n | accuracy |", "|---|---|---|"]
+    lines += [f"| {name} | {e['n']} | {e['accuracy']:.4f} |" for name, e in report["ensembles"].items()]
+    h = report["heldout"]
+    if h:
+        lines += ["", f"VAE reconstructions of the held-out run ({h['n']} checkpoints): originals "
+                      f"{h['original']['mean']:.4f}, reconstructed {h['reconstructed']['mean']:.4f} "
+                      f"(min {h['reconstructed']['min']:.4f})."]
     return "\n".join(lines) + "\n"
 
 
-def plots(results, out):
+def plots(results, bar, min_acc, out):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -124,16 +226,25 @@ def plots(results, out):
     fig.tight_layout()
     fig.savefig(os.path.join(out, "accuracy_hist.png"), dpi=110)
     plt.close(fig)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, r in results.items():
-        ax.scatter(r["nearest_distance"], r["accuracy"], s=8, alpha=0.6, label=name)
-    ax.set_xscale("symlog", linthresh=1e-3)  # training checkpoints sit ~0 from a neighbour
-    ax.set(xlabel="distance to nearest training checkpoint (RMS, standardised)", ylabel="test accuracy",
-           title="accuracy against novelty")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "novelty.png"), dpi=110)
-    plt.close(fig)
+    for key, xlabel, name, title in [
+            ("nearest_distance", "distance to nearest training checkpoint (RMS, standardised)", "novelty.png",
+             "accuracy against distance"),
+            ("max_error_overlap", "max error overlap with a training checkpoint (Jaccard)", "new_networks.png",
+             "new networks: right of nothing, left of the line, above min_acc")]:
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        for group, r in results.items():
+            ax.scatter(r[key], r["accuracy"], s=10, alpha=0.6, label=group)
+        if key == "nearest_distance":
+            ax.set_xscale("symlog", linthresh=1e-3)  # training checkpoints sit ~0 from a neighbour
+        else:
+            if bar is not None:
+                ax.axvline(bar, color="k", ls="--", lw=1, label=f"fresh seeds' 95th percentile ({bar:.3f})")
+            ax.axhline(min_acc, color="gray", ls=":", lw=1, label=f"min_acc ({min_acc})")
+        ax.set(xlabel=xlabel, ylabel="test accuracy", title=title)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, name), dpi=110)
+        plt.close(fig)
 
 
 def main(args):
@@ -144,22 +255,32 @@ def main(args):
     if ds.layout != layout:
         raise CheckpointError(f"the generated models and {folder} have different TinyNN layouts")
     data = load_cifar10(args.data_dir, device, download=not args.no_download)
-    groups, rows = model_groups(generated, ds, args)
-    results = evaluate_groups(groups, rows, ds, (data.test_images, data.test_labels), device)
+    labels = data.test_labels.cpu()
+    groups, runs, rows = model_groups(generated, ds, args)
+    probs = softmax_outputs(groups, ds, data.test_images, device)
+    preds = {name: p.argmax(2) for name, p in probs.items()}
+    results = novelty(groups, preds, rows, ds, labels)
     min_acc = ds.manifest["selection"]["min_acc"]
+    bar = mark_new(results, min_acc)
+    func_threshold, pairwise, func_counts = functional_diversity(preds, runs[TRAIN])
+    weight_threshold = float(np.median(results[TRAIN]["nearest_distance"]))  # about one save interval of SGD
+    counts = {name: distinct(z, weight_threshold) for name, z in groups.items()}
+    k = len({r["run"] for r in ds.train_records})
+    summary = summarize(results, counts, pairwise, func_counts, min_acc)
+    report = dict(summary=summary, min_acc=min_acc, new_bar=bar, functional_threshold=func_threshold,
+                  distinct_threshold=weight_threshold, ensembles=ensembles(probs, runs, labels, k),
+                  heldout=heldout_reconstruction(source, ds, (data.test_images, data.test_labels), device,
+                                                 args.heldout_models),
+                  source=source, checkpoint_dir=os.path.abspath(folder), split=ds.description,
+                  fresh_dir=os.path.abspath(cd.dataset_folder(args.fresh_dir)) if args.fresh_dir else None,
+                  training_checkpoints=[dict(run=ds.train_records[i]["run"], step=ds.train_records[i]["step"])
+                                        for i in rows.tolist()])
     out = args.model_path if os.path.isdir(args.model_path) else os.path.dirname(args.model_path)
-    counts, threshold = distinct_counts(groups, results)
-    summary = {name: dict(accuracy=stats(r["accuracy"], min_acc), nearest_distance=stats(r["nearest_distance"]),
-                          max_error_overlap=stats(r["max_error_overlap"]), nearest_in_group=stats(r["nearest_in_group"]),
-                          distinct=counts[name]) for name, r in results.items()}
-    drawn = [dict(run=ds.train_records[i]["run"], step=ds.train_records[i]["step"]) for i in rows.tolist()]
-    write_json(os.path.join(out, "report.json"), dict(summary=summary, per_model=results, source=source,
-                                                      checkpoint_dir=os.path.abspath(folder), split=ds.description,
-                                                      training_checkpoints=drawn, distinct_threshold=threshold))
-    text = markdown(results, counts, threshold, min_acc)
+    write_json(os.path.join(out, "report.json"), dict(report, per_model=results))
+    text = markdown(summary, report)
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(text)
-    plots(results, out)
+    plots(results, bar, min_acc, out)
     print(text)
 
 
@@ -169,10 +290,19 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint_dir", default=None,
                    help="the training dataset (name under checkpoints/), if it moved since the generator was "
                         "trained (default: the recorded folder; its recorded split is used either way)")
-    p.add_argument("--train_models", type=int, default=100, help="training checkpoints evaluated (default 100)")
+    p.add_argument("--fresh_dir", default=None,
+                   help="a dataset of runs the generator never saw: Gen_Diffusion_Dataset.py with the training "
+                        "set's recipe and another --seed (name under checkpoints/); it sets the bar for new networks")
+    p.add_argument("--train_models", type=int, default=100,
+                   help="training checkpoints evaluated; error overlaps are measured against them (default 100)")
+    p.add_argument("--fresh_models", type=int, default=100, help="fresh networks evaluated, at most (default 100)")
     p.add_argument("--baseline_models", type=int, default=100, help="networks per baseline (default 100; 0: none)")
     p.add_argument("--average_k", type=int, default=5, help="checkpoints per averaged baseline (default 5)")
-    add_runtime_flags(p, quiet=False, seed_help="which training checkpoints and baselines are drawn (default 0)")
+    p.add_argument("--heldout_models", type=int, default=20,
+                   help="checkpoints of the held-out run reconstructed by the VAE, when it held out whole runs "
+                        "(default 20; 0: none)")
+    add_runtime_flags(p, quiet=False, seed_help="which training checkpoints, fresh networks and baselines are "
+                                                "drawn (default 0)")
     return p.parse_args(argv)
 
 

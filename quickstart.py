@@ -1,13 +1,16 @@
-"""From CIFAR-10 to a report on generated TinyNNs in one command, at a small size.
+"""From CIFAR-10 to a report on generated TinyNNs in one command.
 
-Runs the five scripts in order, printing each command so that you can rerun or change any
-step by hand:
+Runs the pipeline's scripts in order, printing each command so that you can rerun or change
+any step by hand: the checkpoint dataset, a small set of runs from fresh seeds (the bar for
+"new" networks), the VAE, latent diffusion, sampling and the evaluation.
 
-    python quickstart.py                      # small default (13.5 minutes measured on a 2-core CPU)
+    python quickstart.py                      # the small default (--preset small)
+    python quickstart.py --preset seed        # the seed's scale: 10 runs x 250 checkpoints, every script's defaults
     python quickstart.py --name Mine --runs 4 --ckpts_per_run 60
 
 Each step continues where it stopped if the command is run again (the dataset keeps its
-finished runs; the VAE and diffusion steps are skipped when their checkpoint exists).
+finished runs; the VAE and diffusion steps are skipped when their checkpoint exists). At the end
+it prints the seconds of every step and writes them to checkpoints/NAME/quickstart_times.json.
 """
 import argparse
 import os
@@ -15,42 +18,77 @@ import shlex
 import time
 
 from cli import ROOT, add_runtime_flags, run_step, runtime_argv
+from model_io import write_json
+
+# The sizes of a run. small: what fits ~15 minutes of a 2-core CPU. Evaluating a network on the
+# 10k test images takes ~0.5 s there, so fewer comparison networks than evaluate_generated.py's
+# defaults; with x_0 prediction the diffusion model is done after ~3,000 updates (README,
+# "diffusion epochs"), which 200 epochs of 108 latents give. seed: every script's defaults.
+PRESETS = {
+    "small": dict(runs=3, ckpts_per_run=40, fresh_runs=2, fresh_ckpts_per_run=10, vae_epochs=100,
+                  diffusion_epochs=200, num_models=100, train_models=50, baseline_models=20),
+    "seed": dict(runs=10, ckpts_per_run=250, fresh_runs=5, fresh_ckpts_per_run=20, vae_epochs=100,
+                 diffusion_epochs=1000, num_models=100, train_models=100, baseline_models=100),
+}
 
 
 def main(args):
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     t0 = time.time()
     folder = os.path.join(ROOT, "checkpoints", args.name)
-    common = runtime_argv(args)
-    run_step(["Gen_Diffusion_Dataset.py", "--checkpoint_dir", args.name, "--runs", args.runs,
-              "--ckpts_per_run", args.ckpts_per_run, "--min_acc", args.min_acc, *args.dataset_flags, *common])
-    run_step(["train_vae.py", "--checkpoint_dir", args.name, "--epochs", args.vae_epochs, "--final_models", 20,
-              *args.vae_flags, *common], skip_if=os.path.join(folder, "vae", "final.json"))
+    common, device = runtime_argv(args), runtime_argv(args, data=False)
+    fresh = f"{args.name}_fresh"  # runs the generator never sees: the same recipe from another seed
     diffusion = os.path.join(folder, "diffusion_latent", "diffusion.pt")
-    run_step(["train_diffusion.py", "--checkpoint_dir", args.name, "--epochs", args.diffusion_epochs,
-              *runtime_argv(args, data=False)], skip_if=os.path.join(folder, "diffusion_latent", "loss.png"))
     samples = os.path.join(folder, "diffusion_latent", "quickstart_samples")
-    run_step(["sample.py", "--model_path", diffusion, "--num_models", args.num_models, "--sampler", "ddim",
-              "--steps", 50, "--out", samples, *runtime_argv(args, data=False)])
-    run_step(["evaluate_generated.py", "--model_path", samples, "--train_models", args.train_models,
-              "--baseline_models", args.baseline_models, *common])
-    print(f"\nquickstart done in {(time.time() - t0) / 60:.1f} min; report: {os.path.join(samples, 'report.md')}")
+    steps = {
+        "dataset": (["Gen_Diffusion_Dataset.py", "--checkpoint_dir", args.name, "--runs", args.runs,
+                     "--ckpts_per_run", args.ckpts_per_run, "--min_acc", args.min_acc, *args.dataset_flags, *common],
+                    None),
+        "fresh seeds": (["Gen_Diffusion_Dataset.py", "--checkpoint_dir", fresh, "--runs", args.fresh_runs,
+                         "--ckpts_per_run", args.fresh_ckpts_per_run, "--min_acc", args.min_acc, "--seed",
+                         args.fresh_seed, *args.dataset_flags, *common], None),
+        "vae": (["train_vae.py", "--checkpoint_dir", args.name, "--epochs", args.vae_epochs, "--final_models", 20,
+                 *args.vae_flags, *common], os.path.join(folder, "vae", "final.json")),
+        "diffusion": (["train_diffusion.py", "--checkpoint_dir", args.name, "--epochs", args.diffusion_epochs, *device],
+                      os.path.join(folder, "diffusion_latent", "loss.png")),
+        "sampling": (["sample.py", "--model_path", diffusion, "--num_models", args.num_models, "--sampler", "ddim",
+                      "--steps", 50, "--out", samples, *device], None),
+        "evaluation": (["evaluate_generated.py", "--model_path", samples, "--fresh_dir", fresh, "--train_models",
+                        args.train_models, "--baseline_models", args.baseline_models, *common], None),
+    }
+    seconds = {name: round(run_step(cmd, skip_if=done), 1) for name, (cmd, done) in steps.items()}
+    seconds["total"] = round(time.time() - t0, 1)
+    write_json(os.path.join(folder, "quickstart_times.json"), dict(preset=args.preset, seconds=seconds))
+    print("\n" + ", ".join(f"{name} {s:.0f}s" for name, s in seconds.items()))
+    print(f"quickstart done in {seconds['total'] / 60:.1f} min; report: {os.path.join(samples, 'report.md')}")
 
 
-if __name__ == "__main__":
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--name", default="Quickstart", help="dataset name under checkpoints/ (default Quickstart)")
-    p.add_argument("--runs", type=int, default=3, help="TinyNN training runs (default 3)")
-    p.add_argument("--ckpts_per_run", type=int, default=40, help="checkpoints per run (default 40)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="small",
+                   help="the sizes below, unless a flag sets them (default small)")
+    p.add_argument("--name", default=None, help="dataset name under checkpoints/ (default Quickstart, or Seed for "
+                                                "--preset seed); the fresh set is NAME_fresh")
+    s, d = PRESETS["small"], PRESETS["seed"]
+    for key, help in [("runs", "TinyNN training runs"), ("ckpts_per_run", "checkpoints per run"),
+                      ("fresh_runs", "runs from fresh seeds, the bar for new networks"),
+                      ("fresh_ckpts_per_run", "checkpoints per fresh run"), ("vae_epochs", "VAE epochs"),
+                      ("diffusion_epochs", "diffusion epochs"), ("num_models", "networks generated and evaluated"),
+                      ("train_models", "training checkpoints evaluated beside them"),
+                      ("baseline_models", "networks per baseline")]:
+        p.add_argument(f"--{key}", type=int, default=None, help=f"{help} (small {s[key]}, seed {d[key]})")
+    p.add_argument("--fresh_seed", type=int, default=1, help="base seed of the fresh runs (default 1; the dataset's is 0)")
     p.add_argument("--min_acc", type=float, default=0.75, help="validation accuracy a checkpoint needs (default 0.75)")
-    p.add_argument("--vae_epochs", type=int, default=100, help="default 100")
-    p.add_argument("--diffusion_epochs", type=int, default=1000, help="default 1000")
-    p.add_argument("--num_models", type=int, default=100, help="networks generated and evaluated (default 100)")
-    # Evaluating a network on the 10k test images takes ~0.5 s on 2 cores: fewer comparison
-    # networks than evaluate_generated.py's 100 + 5 x 100 keep the quickstart within 15 minutes.
-    p.add_argument("--train_models", type=int, default=50, help="training checkpoints evaluated beside them (default 50)")
-    p.add_argument("--baseline_models", type=int, default=30, help="networks per baseline (default 30)")
     add_runtime_flags(p, seed=False, quiet=False)
     p.add_argument("--dataset_flags", type=shlex.split, default=[],
                    help='more Gen_Diffusion_Dataset.py flags in one string, e.g. "--train_size 2000 --epochs 2"')
     p.add_argument("--vae_flags", type=shlex.split, default=[], help='more train_vae.py flags, e.g. "--hidden 64"')
-    main(p.parse_args())
+    args = p.parse_args(argv)
+    args.name = args.name or {"small": "Quickstart", "seed": "Seed"}[args.preset]
+    return args
+
+
+if __name__ == "__main__":
+    main(parse_args())

@@ -140,18 +140,20 @@ def train_tinynn(data, seed, model_config=None, train_config=None, device="cpu",
     return run.model, evaluate(run.model, data.test_images, data.test_labels), seconds
 
 
-def predict_flat(vectors, layout, model_config, images_uint8, device="cpu"):
-    """Predicted labels [n, images] of each flat weight vector in `vectors` [n, n_params],
+def probabilities_flat(vectors, layout, model_config, images_uint8, device="cpu", batch_size=500):
+    """Softmax outputs [n, images, classes] of each flat weight vector in `vectors` [n, n_params],
     rebuilt as a TinyNN with the BatchNorm statistics the vector carries."""
-    model = TinyNN(**model_config).to(device, memory_format=torch.channels_last)
-    preds = []
-    for v in vectors:
-        model.load_state_dict(layout.unflatten(v.float().to(device)))
-        preds.append(predict(model, images_uint8))
-    return torch.stack(preds).cpu() if preds else torch.empty(0, len(images_uint8), dtype=torch.long)
+    model = TinyNN(**model_config).to(device, memory_format=torch.channels_last).eval()
+    out = torch.empty(len(vectors), len(images_uint8), model_config["num_classes"])
+    with torch.no_grad():
+        for j, v in enumerate(vectors):
+            model.load_state_dict(layout.unflatten(v.float().to(device)))
+            for i in range(0, len(images_uint8), batch_size):
+                out[j, i:i + batch_size] = model(standardize(images_uint8[i:i + batch_size])).softmax(1).cpu()
+    return out
 
 
 def evaluate_flat(vectors, layout, model_config, images_uint8, labels, device="cpu"):
     """Test accuracy (a list) of each flat weight vector in `vectors`."""
-    preds = predict_flat(vectors, layout, model_config, images_uint8, device)
+    preds = probabilities_flat(vectors, layout, model_config, images_uint8, device).argmax(2)
     return preds.eq(labels.cpu()).float().mean(1).tolist()

@@ -25,6 +25,18 @@ def _alignment_key(manifest, reference_run):
                 runs=[[r["run"], r["seed"], r["steps"]] for r in manifest["runs"]])
 
 
+def last_of_each_run(weights, run_of, runs):
+    """{run: its last checkpoint's flat weights}: alignment matches runs on their final networks."""
+    return {r: weights[(run_of == r).nonzero()[-1].item()] for r in runs}
+
+
+def apply_alignment(weights, run_of, index):
+    """Permute, in place, every checkpoint of each run in `index` ({run: flat index})."""
+    for run, idx in index.items():
+        rows = (run_of == run).nonzero().squeeze(1)
+        weights[rows] = weights[rows][:, idx]
+
+
 def load_alignment(folder, manifest, weights, layout):
     """{run: flat index} aligning every run to the first run; cached in alignment.pt because
     weight matching takes seconds per run and every training run would redo it."""
@@ -40,8 +52,7 @@ def load_alignment(folder, manifest, weights, layout):
         except Exception:  # a broken cache is recomputed, not fatal
             pass
     run_of = torch.tensor([c["run"] for c in manifest["checkpoints"]])
-    last = {r: weights[(run_of == r).nonzero()[-1].item()] for r in runs}
-    index = align_runs(last, layout, manifest["tinynn"], reference)
+    index = align_runs(last_of_each_run(weights, run_of, runs), layout, manifest["tinynn"], reference)
     atomic_write(path, lambda tmp: torch.save(dict(key=key, index=index), tmp))
     return index
 
@@ -65,11 +76,11 @@ class WeightDataset:
         weights = cd.load_weights(folder, self.manifest)
         records = self.manifest["checkpoints"]
         run_of = torch.tensor([c["run"] for c in records])
+        # Every run is aligned to the reference run's last checkpoint, which alignment leaves as it is.
+        reference = self.manifest["runs"][0]["run"]
+        self.reference = last_of_each_run(weights, run_of, [reference])[reference].clone()
         if align:
-            index = load_alignment(folder, self.manifest, weights, self.layout)
-            for run, idx in index.items():
-                rows = (run_of == run).nonzero().squeeze(1)
-                weights[rows] = weights[rows][:, idx]
+            apply_alignment(weights, run_of, load_alignment(folder, self.manifest, weights, self.layout))
         keep = torch.ones(len(records), dtype=torch.bool)
         if min_acc is not None:
             keep = torch.tensor([c["val_acc"] >= min_acc for c in records])
@@ -105,6 +116,30 @@ class WeightDataset:
                                   f"{found[0]} training / {found[1]} held-out checkpoints, the model saw "
                                   f"{description['n_train']} / {description['n_val']}")
         return ds
+
+    def other_dataset(self, folder):
+        """(z-space weights [n, n_params], checkpoint records) of every checkpoint of another
+        dataset made with the same recipe (runs from fresh seeds), its runs aligned to this
+        dataset's reference run and standardised as this dataset is, so that distances compare."""
+        manifest = cd.load_manifest(folder)
+        diff = cd.recipe_differences(self.manifest, manifest)
+        if diff:
+            raise cd.DatasetError(f"{folder} was made with another recipe than {self.folder} ({'; '.join(diff)[:400]}): "
+                                  f"make it with the same flags and another --seed")
+        shared = {r["seed"] for r in self.manifest["runs"]} & {r["seed"] for r in manifest["runs"]}
+        if shared:
+            raise cd.DatasetError(f"{folder} shares {len(shared)} run seed(s) with {self.folder}: its runs are not "
+                                  f"new to the generator; make it with another --seed")
+        weights, records = cd.load_weights(folder, manifest), manifest["checkpoints"]
+        if not len(weights):
+            raise cd.DatasetError(f"{folder} holds no checkpoints")
+        if self.description["align"]:
+            run_of = torch.tensor([c["run"] for c in records])
+            last = last_of_each_run(weights, run_of, sorted(set(run_of.tolist())))
+            index = align_runs({"reference": self.reference, **last}, self.layout, self.tinynn_config, "reference")
+            index.pop("reference")
+            apply_alignment(weights, run_of, index)
+        return self.standardizer.standardize(weights), records
 
     @staticmethod
     def _val_mask(run_of, holdout, val_fraction, val_runs, seed):

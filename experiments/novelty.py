@@ -11,7 +11,10 @@ checkpoints' own figures:
   share that one run takes (1/runs when spread evenly; 1.0 when every model is near one run);
 - "repeats": share of models with another model of their own group nearer than the copy
   threshold (a generator that keeps producing the same network), and the number of distinct
-  models in the group.
+  models in the group;
+- from the report: "new" (accurate, and no closer in its errors to a training network than the
+  fresh seeds' 95th percentile; "-" without --fresh_dir), median pairwise test disagreement and
+  functionally distinct networks.
 Writes new_or_copies.md/.json/.png (distance histograms, nearest-run shares) in --out.
 
     python -m experiments.novelty --reports checkpoints/Toy_CNN/diffusion_latent/samples_ddim_50_seed0 \\
@@ -34,7 +37,7 @@ def load_report(path):
         raise SystemExit(f"error: no report at {path}: run evaluate_generated.py on the samples first")
     with open(path) as f:
         report = json.load(f)
-    if "nearest_in_group" not in report["per_model"]["generated"]:
+    if "pairwise_disagreement" not in report["summary"]["generated"]:
         raise SystemExit(f"error: {path} predates the novelty records this needs: rerun evaluate_generated.py")
     return report
 
@@ -54,8 +57,15 @@ def novelty_rows(report, label, n_runs):
             runs_covered=f"{len(runs)}/{n_runs}", top_run_share=max(runs.values()) / len(r["nearest_run"]),
             repeats=float(np.mean(np.asarray(r["nearest_in_group"]) <= copy_dist)),
             distinct=report["summary"][name]["distinct"],
+            new=_or_dash(report["summary"][name].get("new")),
+            disagreement=report["summary"][name]["pairwise_disagreement"]["median"],
+            functionally_distinct=_or_dash(report["summary"][name]["functionally_distinct"]),
             copy_distance=copy_dist))
     return rows
+
+
+def _or_dash(value):
+    return "-" if value is None else value
 
 
 def plot(reports, labels, path):
@@ -107,8 +117,8 @@ def main(args):
     out = args.out or (args.reports[0] if os.path.isdir(args.reports[0]) else os.path.dirname(args.reports[0]))
     os.makedirs(out, exist_ok=True)
     write_table(os.path.join(out, "new_or_copies"), "New networks or copies?",
-                ["models", "n", "accuracy", "median_distance", "copies", "same_errors", "runs_covered",
-                 "top_run_share", "repeats", "distinct"], rows)
+                ["models", "n", "accuracy", "new", "median_distance", "copies", "same_errors", "runs_covered",
+                 "top_run_share", "repeats", "distinct", "disagreement", "functionally_distinct"], rows)
     plot(reports, labels, os.path.join(out, "new_or_copies.png"))
     print(f"copy threshold (median training nearest-other distance): {rows[0]['copy_distance']:.4f}")
 

@@ -1,11 +1,13 @@
 """evaluate_generated.py on known models, and the novelty measures."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
-from baselines import all_baselines, max_error_overlap, nearest
-from conftest import DATA_DIR, private_copy, run_script
+from baselines import (all_baselines, cross_run_disagreement, disagreement, ensemble_accuracy, functionally_distinct,
+                       is_new, max_error_overlap, nearest, new_network_bar, one_per_run)
+from conftest import DATA_DIR, gen, private_copy, run_script
 from model_io import save_checkpoint
 from tinynn_training import evaluate_flat
 from weight_dataset import WeightDataset
@@ -16,17 +18,30 @@ def dataset(tiny_dataset, tmp_path_factory):
     return private_copy(tiny_dataset, tmp_path_factory, "eval")
 
 
-def test_training_checkpoints_as_generated_reproduce_their_accuracy_and_zero_distance(dataset, cifar):
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    """Two runs with the tiny dataset's recipe from another base seed."""
+    folder = tmp_path_factory.mktemp("fresh") / "fresh"
+    gen(folder, "--runs", "2", "--seed", "1")
+    return folder
+
+
+def evaluate(gen_dir, *extra, check=True):
+    return run_script("evaluate_generated.py", "--model_path", gen_dir, "--train_models", "100",
+                      "--baseline_models", "2", "--data_dir", DATA_DIR, "--no_download", "--device", "cpu", *extra,
+                      check=check)
+
+
+def test_training_checkpoints_as_generated_reproduce_their_accuracy_and_zero_distance(dataset, fresh, cifar):
     """Training checkpoints passed as if generated: their test accuracy is what evaluating them
-    directly gives, and their distance to the training set is zero."""
+    directly gives, their distance to the training set is zero, and none is new."""
     ds = WeightDataset(str(dataset), align=True, seed=0)
     weights = ds.standardizer.destandardize(ds.train[:3])
     gen = dataset / "as_generated"
     save_checkpoint(dict(kind="generated-tinynns", weights=weights, tinynn=ds.tinynn_config,
                          layout=ds.layout.to_json(), batchnorm="training checkpoints", dataset=ds.description),
                     str(gen / "generated.pt"))
-    run_script("evaluate_generated.py", "--model_path", gen, "--checkpoint_dir", dataset, "--train_models", "100",
-               "--baseline_models", "2", "--data_dir", DATA_DIR, "--no_download", "--device", "cpu")
+    evaluate(gen, "--fresh_dir", fresh)
     report = json.load(open(gen / "report.json"))
     direct = evaluate_flat(weights, ds.layout, ds.tinynn_config, cifar.test_images, cifar.test_labels)
     assert report["per_model"]["generated"]["accuracy"] == pytest.approx(direct, abs=1e-6)
@@ -35,8 +50,34 @@ def test_training_checkpoints_as_generated_reproduce_their_accuracy_and_zero_dis
     # --train_models 100 samples every training checkpoint, so each "generated" one meets itself.
     assert report["summary"]["generated"]["max_error_overlap"]["min"] == pytest.approx(1.0)
     assert {"train + noise 0.01", "average of 5", "per-coordinate Gaussian"} <= set(report["summary"])
-    for name in ["report.md", "accuracy_hist.png", "novelty.png"]:
+    # The bar: copies of training networks are never new; fresh networks set it.
+    assert report["summary"]["generated"]["new"] == 0.0 and report["new_bar"] < 1.0
+    fresh_overlaps = report["per_model"]["fresh seeds"]["max_error_overlap"]
+    assert len(fresh_overlaps) == 8 and report["new_bar"] == pytest.approx(float(np.percentile(fresh_overlaps, 95)))
+    assert 0 < report["summary"]["fresh seeds"]["functionally_distinct"] <= 8
+    ens = report["ensembles"]  # K = 2 training runs
+    assert ens["generated (first 2)"]["n"] == 2 and ens["training checkpoints (one per run)"]["n"] == 2
+    assert ens["fresh seeds (one per run)"]["n"] == 2 and ens["generated (all 3)"]["n"] == 3
+    text = (gen / "report.md").read_text()
+    assert "| fresh seeds |" in text and "| new |" in text and "Ensembles" in text
+    for name in ["report.md", "accuracy_hist.png", "novelty.png", "new_networks.png"]:
         assert (gen / name).stat().st_size > 0
+
+
+def test_a_fresh_folder_that_is_not_fresh_is_one_clear_error(dataset, tmp_path):
+    ds = WeightDataset(str(dataset), align=True, seed=0)
+    gen_dir = tmp_path / "g"
+    save_checkpoint(dict(kind="generated-tinynns", weights=ds.standardizer.destandardize(ds.train[:1]),
+                         tinynn=ds.tinynn_config, layout=ds.layout.to_json(), batchnorm="", dataset=ds.description),
+                    str(gen_dir / "generated.pt"))
+    same_seeds = evaluate(gen_dir, "--fresh_dir", dataset, check=False)  # the training set itself
+    assert same_seeds.returncode != 0 and "shares 2 run seed(s)" in same_seeds.stderr
+    other = tmp_path / "other_recipe"
+    gen(other, "--runs", "1", "--seed", "2", "--lr", "0.1")
+    other_recipe = evaluate(gen_dir, "--fresh_dir", other, check=False)
+    assert other_recipe.returncode != 0 and "another recipe" in other_recipe.stderr
+    assert "train_config.lr: 0.2 vs 0.1" in other_recipe.stderr
+    assert "Traceback" not in same_seeds.stderr + other_recipe.stderr
 
 
 def test_novelty_measures_on_hand_made_cases():
@@ -58,3 +99,34 @@ def test_baselines_have_the_asked_shapes_and_spreads():
     # Noise of 0.01 stays next to a training vector; the averages are smoother than the data.
     assert nearest(b["train + noise 0.01"], z)[0].max() < 0.02
     assert b["average of 5"].std() < z.std() * 0.6
+
+
+def test_the_new_network_bar_on_hand_made_predictions():
+    labels = torch.arange(10)
+    wrong_train = torch.zeros(2, 10, dtype=torch.bool)
+    wrong_train[0, :3] = True   # training network A misses images 0-2
+    wrong_train[1, 3:5] = True  # training network B misses images 3-4
+    copy_of_a = wrong_train[:1].clone()
+    disjoint = torch.zeros(1, 10, dtype=torch.bool)
+    disjoint[0, 8:] = True      # misses only images 8-9, which no training network misses
+    overlaps = max_error_overlap(torch.cat([copy_of_a, disjoint]), wrong_train)
+    assert overlaps.tolist() == [1.0, 0.0]
+    bar = new_network_bar([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert bar == pytest.approx(0.48)  # numpy's (linear) 95th percentile
+    assert not is_new(0.9, overlaps[0].item(), min_acc=0.75, bar=bar)     # accurate, but a copy
+    assert is_new(0.8, overlaps[1].item(), min_acc=0.75, bar=bar)         # accurate and its own mistakes
+    assert not is_new(0.6, overlaps[1].item(), min_acc=0.75, bar=bar)     # its own mistakes, but too many
+    # Predictions of those networks: functional measures.
+    preds = torch.stack([labels, labels, torch.where(disjoint[0], (labels + 1) % 10, labels)])
+    assert disagreement(preds, preds)[0].tolist() == pytest.approx([0.0, 0.0, 0.2])
+    assert functionally_distinct(preds, threshold=0.1) == 2  # the two identical networks count once
+    assert cross_run_disagreement(preds, [0, 0, 1]).tolist() == pytest.approx([0.2, 0.2, 0.2, 0.2])
+
+
+def test_an_ensemble_of_copies_scores_like_the_network_itself():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (500,), generator=g)
+    probs = torch.randn(1, 500, 10, generator=g).softmax(2)
+    single = probs[0].argmax(1).eq(labels).float().mean().item()
+    assert ensemble_accuracy(probs.repeat(7, 1, 1), labels) == pytest.approx(single)
+    assert one_per_run([3, 3, 5, 3, 7, 5], k=2) == [0, 2] and one_per_run([3, 3, 5], k=10) == [0, 2]

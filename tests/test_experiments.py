@@ -74,7 +74,10 @@ def test_novelty_shares_on_a_hand_made_report():
     generated = dict(accuracy=[0.7, 0.9, 0.8], nearest_distance=[0.02, 0.5, 0.5], max_error_overlap=[0.9, 0.1, 0.1],
                      nearest_run=[1, 1, 1], nearest_in_group=[0.3, 0.0, 0.0])
     report = dict(per_model={"generated": generated, "training checkpoints": train},
-                  summary={"generated": dict(distinct=2), "training checkpoints": dict(distinct=4)})
+                  summary={"generated": dict(distinct=2, new=2 / 3, functionally_distinct=2,
+                                             pairwise_disagreement=dict(median=0.2)),
+                           "training checkpoints": dict(distinct=4, new=0.0, functionally_distinct=2,
+                                                        pairwise_disagreement=dict(median=0.25))})
     rows = novelty_rows(report, "", n_runs=3)
     g = next(r for r in rows if r["models"] == "generated")
     # copy threshold: the training median nearest-other distance, 0.025; overlap bar: 0.6
@@ -82,6 +85,8 @@ def test_novelty_shares_on_a_hand_made_report():
     assert g["copies"] == pytest.approx(1 / 3) and g["same_errors"] == pytest.approx(1 / 3)
     assert g["runs_covered"] == "1/3" and g["top_run_share"] == 1.0 and g["accuracy"] == pytest.approx(0.8)
     assert g["repeats"] == pytest.approx(2 / 3) and g["distinct"] == 2
+    assert g["new"] == pytest.approx(2 / 3) and g["disagreement"] == pytest.approx(0.2)
+    assert g["functionally_distinct"] == 2
     labelled = novelty_rows(report, "latent", n_runs=3)
     assert [r["models"] for r in labelled] == ["latent: generated", "training checkpoints"]
     assert labelled[1]["copies"] == 0.5 and labelled[1]["distinct"] == 4

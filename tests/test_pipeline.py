@@ -1,6 +1,8 @@
 """Dataset -> VAE -> diffusion -> sample at a tiny size: generated TinyNNs load and run; a
 diffusion model used with the wrong VAE gives one clear error."""
 
+import json
+
 import pytest
 import torch
 
@@ -62,3 +64,19 @@ def test_a_vae_checkpoint_is_not_a_diffusion_checkpoint(pipeline, tmp_path):
                      "--quiet", check=False)
     assert out.returncode != 0 and "expected 'weight-diffusion'" in out.stderr and "Traceback" not in out.stderr
 
+
+
+def test_report_of_a_vae_that_held_out_a_run_shows_that_run_reconstructed(pipeline, tmp_path):
+    run_script("train_vae.py", "--checkpoint_dir", pipeline, "--run_name", "vae_runs", "--holdout", "runs", *VAE)
+    run_script("train_diffusion.py", "--checkpoint_dir", pipeline, "--run_name", "diffusion_runs",
+               "--vae_path", pipeline / "vae_runs" / "vae.pt", *DIFF)
+    out = tmp_path / "g"
+    run_script("sample.py", "--model_path", pipeline / "diffusion_runs" / "diffusion.pt", "--num_models", "2",
+               "--steps", "5", "--out", out, "--quiet", "--device", "cpu")
+    run_script("evaluate_generated.py", "--model_path", out, "--train_models", "2", "--baseline_models", "0",
+               "--heldout_models", "3", "--data_dir", DATA_DIR, "--no_download", "--device", "cpu")
+    report = json.load(open(out / "report.json"))
+    assert report["split"]["holdout"] == "runs" and report["split"]["n_val"] == 4  # run 1, whole
+    held = report["heldout"]
+    assert held["n"] == 3 and 0 <= held["reconstructed"]["mean"] <= 1 and 0 <= held["original"]["mean"] <= 1
+    assert "reconstructions of the held-out run" in (out / "report.md").read_text()
