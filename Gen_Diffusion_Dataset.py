@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 import checkpoint_dataset as cd
-from cifar10 import Augment, load_cifar10, split_validation
+from cifar10 import AUGMENTATIONS, load_cifar10, split_validation
 from cli import add_runtime_flags, run_main
 from tinynn import TINYNN_DEFAULTS, FlatLayout, TinyNN
 from model_io import pick_device, write_json
@@ -42,7 +42,7 @@ def dataset_settings(args):
     layout = FlatLayout.of(TinyNN(**model_config))
     return dict(
         tinynn=model_config, n_params=layout.numel, layout=layout.to_json(),
-        train_config=TrainConfig.from_args(args).to_json(), augment=asdict(Augment()),
+        train_config=TrainConfig.from_args(args).to_json(), augment=asdict(AUGMENTATIONS[args.augment]),
         data=dict(dataset="CIFAR-10", val_size=args.val_size, val_seed=args.seed, train_size=args.train_size,
                   accuracy="val_acc: top-1 accuracy on val_size training images held out of training "
                            "(fixed split from val_seed); the test set is not used here"),
@@ -79,7 +79,7 @@ def generate_run(run_id, args, split, device, position=0):
         loss = run.train(min(n, max_steps - run.step))
         acc = evaluate(run.model, val_x, val_y)
         curve.append(dict(step=run.step, epoch=round(run.epoch, 3), val_acc=acc, loss=loss))
-        if reached_step is None and acc >= args.min_acc:
+        if reached_step is None and acc >= args.min_acc and run.sparse_ready:
             reached_step = run.step
         if reached_step is not None and acc >= args.min_acc:
             checkpoints.append(dict(step=run.step, epoch=round(run.epoch, 3), val_acc=acc))
@@ -87,6 +87,10 @@ def generate_run(run_id, args, split, device, position=0):
             bar.update(1)
         bar.set_postfix(epoch=f"{run.epoch:.1f}", val_acc=f"{acc:.3f}")
     bar.close()
+    if reached_step is None:
+        tqdm.write(f"run {run_id}: did not reach --min_acc {args.min_acc} in --max_epochs {args.max_epochs:g} "
+                   f"(best validation accuracy {max(c['val_acc'] for c in curve):.3f}); no checkpoints kept. "
+                   f"Lower --min_acc or change the recipe.")
     record = dict(run=run_id, seed=seed, device=str(device), steps=run.step, epochs=round(run.epoch, 3),
                   reached_min_acc_step=reached_step, complete=len(checkpoints) == args.ckpts_per_run,
                   seconds=round(time.time() - t0, 1), curve=curve, checkpoints=checkpoints)
@@ -198,6 +202,13 @@ def main(args):
     bar.close()
     manifest = cd.assemble_manifest(args.folder)
     print(summarize(args.folder, manifest, time.time() - t0))
+    failed = [r["run"] for r in manifest["runs"] if r["reached_min_acc_step"] is None]
+    if failed:
+        message = (f"{len(failed)} of {len(manifest['runs'])} runs never reached --min_acc {args.min_acc} in "
+                   f"--max_epochs {args.max_epochs:g} (runs {failed[:10]}); their files record it, without checkpoints")
+        if len(failed) == len(manifest["runs"]):
+            sys.exit(f"error: {message}")
+        print(f"note: {message}")
 
 
 def parse_args(argv=None):
@@ -208,8 +219,9 @@ def parse_args(argv=None):
     p.add_argument("--ckpts_per_run", type=int, default=250, help="checkpoints kept per run (default 250)")
     p.add_argument("--min_acc", type=float, default=0.75,
                    help="validation accuracy a checkpoint needs to be kept (default 0.75)")
-    p.add_argument("--max_epochs", type=float, default=500,
-                   help="upper bound on a run's epochs; a run that hits it keeps what it has (default 500)")
+    p.add_argument("--max_epochs", type=float, default=60,
+                   help="upper bound on a run's epochs; a run that hits it keeps what it has, and one that never "
+                        "reached --min_acc says so (default 60)")
     p.add_argument("--save_every", type=int, default=6,
                    help="SGD steps between checkpoints, so that they differ (default 6)")
     TrainConfig.add_flags(p)  # the training recipe: --epochs, --batch_size, --lr, --weight_decay, ...

@@ -19,6 +19,7 @@ import re
 import torch
 
 from model_io import atomic_write, write_json
+from tinynn_training import TrainConfig
 
 CHECKPOINT_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
 SETTINGS = "settings.json"
@@ -57,7 +58,7 @@ def init_settings(folder, settings):
     if not os.path.exists(path):
         write_json(path, dict(settings, format=FORMAT))
         return
-    existing = _flat_items(read_json(path, "dataset settings"))
+    existing = _with_recipe_defaults(read_json(path, "dataset settings"))
     existing.pop("format", None)
     wanted = _flat_items(json.loads(json.dumps(settings)))  # tuples -> lists, as stored
     diff = [f"{k}: {existing.get(k)} here, {wanted.get(k)} asked" for k in sorted(set(existing) | set(wanted))
@@ -76,9 +77,18 @@ RECIPE = ("tinynn", "n_params", "layout", "train_config", "augment", "data.datas
 
 def recipe_differences(a, b):
     """The recipe settings (RECIPE) on which two datasets' settings differ, as "key: a vs b"."""
-    fa, fb = _flat_items(a), _flat_items(b)
+    fa, fb = _with_recipe_defaults(a), _with_recipe_defaults(b)
     keys = [k for k in sorted(set(fa) | set(fb)) if any(k == r or k.startswith(r + ".") for r in RECIPE)]
     return [f"{k}: {fa.get(k)} vs {fb.get(k)}" for k in keys if fa.get(k) != fb.get(k)]
+
+
+def _with_recipe_defaults(settings):
+    """Flat settings where the recipe fields added after a dataset was made hold their defaults
+    (the recipe that dataset was made with)."""
+    flat = _flat_items(settings)
+    for k, v in TrainConfig().to_json().items():
+        flat.setdefault(f"train_config.{k}", v)
+    return flat
 
 
 def _flat_items(d, prefix=""):

@@ -113,7 +113,8 @@ class Augment:
     saturation: float = 0.2
 
     def __call__(self, images_uint8, generator):
-        """Augment a uint8 batch; returns float in [0, 1]. All randomness comes from `generator`."""
+        """Augment a uint8 batch; returns float in [0, 1]. All randomness comes from `generator`
+        (nothing is drawn for a transform that is switched off)."""
         x = images_uint8.float().div_(255.0)
         x = self.crop(x, generator)
         if self.flip:
@@ -154,3 +155,9 @@ class Augment:
             gray = (x * gray_w).sum(1, keepdim=True)
             x = (gray + factor(self.saturation) * (x - gray)).clamp_(0, 1)
         return x
+
+
+# The choices of Gen_Diffusion_Dataset.py --augment: the seed's three transforms, or fewer.
+AUGMENTATIONS = {"full": Augment(),
+                 "flip_crop": Augment(brightness=0.0, contrast=0.0, saturation=0.0),
+                 "none": Augment(pad=0, flip=False, brightness=0.0, contrast=0.0, saturation=0.0)}

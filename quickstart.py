@@ -79,7 +79,8 @@ def parse_args(argv=None):
                       ("train_models", "training checkpoints evaluated beside them"),
                       ("baseline_models", "networks per baseline")]:
         p.add_argument(f"--{key}", type=int, default=None, help=f"{help} (small {s[key]}, seed {d[key]})")
-    p.add_argument("--fresh_seed", type=int, default=1, help="base seed of the fresh runs (default 1; the dataset's is 0)")
+    p.add_argument("--fresh_seed", type=int, default=1,
+                   help="base seed of the fresh runs (default 1; the dataset's is 0)")
     p.add_argument("--min_acc", type=float, default=0.75, help="validation accuracy a checkpoint needs (default 0.75)")
     add_runtime_flags(p, seed=False, quiet=False)
     p.add_argument("--dataset_flags", type=shlex.split, default=[],

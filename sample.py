@@ -21,7 +21,7 @@ from tqdm import tqdm
 from cli import add_runtime_flags, run_main
 from diffusion_model import build_diffusion
 from model_io import DIFFUSION_KIND, GENERATED_KIND, load_checkpoint, pick_device, save_checkpoint
-from tinynn import FlatLayout, TinyNN, clamp_running_var
+from tinynn import FlatLayout, TinyNN, clamp_running_var, prune_to
 from vae_diffusion import DiffusionSpace
 
 BN_HANDLING = ("generated: BatchNorm running statistics are part of the generated vector "
@@ -70,12 +70,15 @@ def main(args):
     seconds = time.time() - t0
     layout = FlatLayout.from_json(ckpt["space"]["standardizer"]["layout"])
     clamped = clamp_running_var(weights, layout)
+    if args.prune_to:
+        prune_to(weights, layout, args.prune_to)
     finite = torch.isfinite(weights).all(1)
     if not finite.all():
         print(f"warning: {int((~finite).sum())} of {len(weights)} generated vectors hold NaN/inf")
     source = dict(model_path=os.path.abspath(args.model_path), space=ckpt["space"]["space"], sampler=args.sampler,
                   steps=args.steps if args.sampler == "ddim" else ckpt["diffusion_args"]["timesteps"], eta=args.eta,
-                  seed=args.seed, seconds=round(seconds, 2), device=str(device), vae=ckpt["space"]["vae"],
+                  seed=args.seed, prune_to=args.prune_to, seconds=round(seconds, 2), device=str(device),
+                  vae=ckpt["space"]["vae"],
                   negative_running_var_clamped=clamped)
     write_models(weights, layout, ckpt["tinynn"], out, source, ckpt["dataset"])
     print(f"{args.num_models} TinyNNs sampled in {seconds:.1f}s ({ckpt['space']['space']} space, {args.sampler}"
@@ -92,6 +95,9 @@ def parse_args(argv=None):
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim", help="default ddim")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50; DDPM always uses all)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 is deterministic (default 0)")
+    p.add_argument("--prune_to", type=float, default=0.0,
+                   help="zero this share of the smallest weights of every conv and linear layer of each generated "
+                        "network (magnitude pruning; default 0: as generated)")
     p.add_argument("--out", default=None, help="output folder (default next to the model)")
     add_runtime_flags(p, data=False, seed_help="seed of the initial noise (and DDPM/DDIM eta noise; default 0)")
     return p.parse_args(argv)

@@ -134,3 +134,25 @@ def clamp_running_var(vectors, layout):
             clamped += int((block < 0).sum())
             block.clamp_(min=0)
     return clamped
+
+
+def weight_slots(layout):
+    """The slots of conv and linear weights (not BatchNorm, biases or running statistics)."""
+    return [s for s in layout.slots if s.name.endswith("weight") and len(s.shape) > 1]
+
+
+def sparsity(vectors, layout, small=1e-3):
+    """Of the conv and linear weights of each vector [n, numel]: the share of exact zeros, the share
+    with |w| < small, and the L2 norm (each a tensor [n])."""
+    w = torch.cat([vectors[:, s.offset:s.offset + s.numel] for s in weight_slots(layout)], dim=1)
+    return dict(zeros=(w == 0).float().mean(1), small=(w.abs() < small).float().mean(1), norm=w.norm(dim=1))
+
+
+def prune_to(vectors, layout, share):
+    """Zero, in place, the smallest-magnitude `share` of every conv and linear weight tensor of
+    each vector [n, numel] (magnitude pruning of generated networks)."""
+    for s in weight_slots(layout):
+        block = vectors[:, s.offset:s.offset + s.numel]
+        n_zero = int(round(share * s.numel))
+        if n_zero:
+            block.scatter_(1, block.abs().argsort(dim=1)[:, :n_zero], 0.0)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 import torch.nn.functional as F
 
-from cifar10 import Augment, standardize
+from cifar10 import AUGMENTATIONS, standardize
 from tinynn import TinyNN, TINYNN_DEFAULTS
 
 
@@ -33,15 +33,28 @@ class TrainConfig:
     warmup_epochs: float = _recipe(1.0, "linear warm-up of the learning rate, in epochs")
     final_lr_frac: float = _recipe(0.02, "the learning rate the schedule ends on (and stays at afterwards), "
                                          "as a share of --lr")
+    augment: str = _recipe("full", "augmentation: full (crop, flip, ColorJitter: the seed's), flip_crop or none")
+    l1: float = _recipe(0.0, "L1 penalty on conv and linear weights (sum of |w|), for sparse networks")
+    prune: float = _recipe(0.0, "magnitude pruning: this share of every conv and linear weight tensor is set to "
+                                "exactly zero at --prune_at of the schedule and kept zero (a mask) from then on")
+    prune_at: float = _recipe(1 / 3, "when --prune prunes, as a share of the learning-rate schedule")
 
     def to_json(self):
         return asdict(self)
 
+    def __post_init__(self):
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, not {self.augment!r}")
+        if not 0 <= self.prune < 1:
+            raise ValueError(f"prune is a share of weights in [0, 1), not {self.prune}")
+
     @staticmethod
     def add_flags(parser):
         for f in fields(TrainConfig):
-            parser.add_argument(f"--{f.name}", type=f.type, default=f.default, help=f"{f.metadata['help']} "
-                                f"(default {f.default})")
+            default = f"{f.default:.4g}" if f.type is float else f.default
+            parser.add_argument(f"--{f.name}", type=f.type, default=f.default,
+                                help=f"{f.metadata['help']} (default {default})",
+                                **(dict(choices=list(AUGMENTATIONS)) if f.name == "augment" else {}))
 
     @classmethod
     def from_args(cls, args):
@@ -65,15 +78,17 @@ class RunTrainer:
     """One TinyNN training run. All of its randomness (init, shuffling, augmentation) is
     drawn from `seed`, so two runs differ only through their seeds."""
 
-    def __init__(self, images, labels, seed, model_config=None, train_config=None, augment=None, device="cpu"):
+    def __init__(self, images, labels, seed, model_config=None, train_config=None, device="cpu"):
         self.device = torch.device(device)
         self.images, self.labels = images.to(self.device), labels.to(self.device)
         self.cfg = train_config or TrainConfig()
-        self.augment = augment or Augment()
+        self.augment = AUGMENTATIONS[self.cfg.augment]
         torch.manual_seed(seed)
         self.model = TinyNN(**(model_config or TINYNN_DEFAULTS)).to(self.device, memory_format=torch.channels_last)
         self.gen = torch.Generator(device=self.device).manual_seed(seed)
         decay, no_decay = self._param_groups()
+        self.weights = decay  # conv and linear weights: what L1 and pruning act on
+        self.masks = None     # pruning masks, once pruned
         self.opt = torch.optim.SGD([dict(params=decay, weight_decay=self.cfg.weight_decay),
                                     dict(params=no_decay, weight_decay=0.0)],
                                    lr=self.cfg.lr, momentum=self.cfg.momentum, nesterov=True)
@@ -81,6 +96,23 @@ class RunTrainer:
         self.total_steps = max(1, round(self.cfg.epochs * self.steps_per_epoch))
         self.step = 0
         self._order, self._pos = None, 0
+        self.prune_step = round(self.cfg.prune_at * self.total_steps) if self.cfg.prune else None
+
+    @property
+    def sparse_ready(self):
+        """False while a run that prunes has not pruned yet (its checkpoints would be dense)."""
+        return self.prune_step is None or self.masks is not None
+
+    @torch.no_grad()
+    def _prune(self):
+        """Zero the smallest-magnitude share cfg.prune of each conv/linear weight tensor, for good."""
+        self.masks = []
+        for w in self.weights:
+            n_zero = int(round(self.cfg.prune * w.numel()))
+            mask = torch.ones_like(w).flatten()
+            mask[w.abs().flatten().argsort()[:n_zero]] = 0
+            self.masks.append(mask.view_as(w))
+        torch._foreach_mul_(self.weights, self.masks)
 
     def _param_groups(self):
         """Weight decay on conv/linear weights only, not on BN affine parameters or biases."""
@@ -114,11 +146,18 @@ class RunTrainer:
         for _ in range(n_steps):
             for g in self.opt.param_groups:
                 g["lr"] = self.lr_at(self.step)
+            if self.prune_step is not None and self.masks is None and self.step >= self.prune_step:
+                self._prune()
             x, y = self._next_batch()
             loss = F.cross_entropy(self.model(x), y, label_smoothing=self.cfg.label_smoothing)
+            if self.cfg.l1:
+                loss = loss + self.cfg.l1 * sum(w.abs().sum() for w in self.weights)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
+            if self.masks is not None:
+                with torch.no_grad():
+                    torch._foreach_mul_(self.weights, self.masks)
             total += loss.detach()
             self.step += 1
         return (total / max(1, n_steps)).item()

@@ -37,10 +37,16 @@ def apply_alignment(weights, run_of, index):
         weights[rows] = weights[rows][:, idx]
 
 
+def runs_with_checkpoints(manifest):
+    """Run ids in manifest order, leaving out runs that never reached --min_acc."""
+    have = {c["run"] for c in manifest["checkpoints"]}
+    return [r["run"] for r in manifest["runs"] if r["run"] in have]
+
+
 def load_alignment(folder, manifest, weights, layout):
     """{run: flat index} aligning every run to the first run; cached in alignment.pt because
     weight matching takes seconds per run and every training run would redo it."""
-    runs = [r["run"] for r in manifest["runs"]]
+    runs = runs_with_checkpoints(manifest)
     reference = runs[0]
     key = _alignment_key(manifest, reference)
     path = os.path.join(folder, ALIGNMENT_FILE)
@@ -77,7 +83,9 @@ class WeightDataset:
         records = self.manifest["checkpoints"]
         run_of = torch.tensor([c["run"] for c in records])
         # Every run is aligned to the reference run's last checkpoint, which alignment leaves as it is.
-        reference = self.manifest["runs"][0]["run"]
+        if not len(records):
+            raise cd.DatasetError(f"{folder} holds no checkpoints: no run reached its --min_acc")
+        reference = runs_with_checkpoints(self.manifest)[0]
         self.reference = last_of_each_run(weights, run_of, [reference])[reference].clone()
         if align:
             apply_alignment(weights, run_of, load_alignment(folder, self.manifest, weights, self.layout))
@@ -124,8 +132,8 @@ class WeightDataset:
         manifest = cd.load_manifest(folder)
         diff = cd.recipe_differences(self.manifest, manifest)
         if diff:
-            raise cd.DatasetError(f"{folder} was made with another recipe than {self.folder} ({'; '.join(diff)[:400]}): "
-                                  f"make it with the same flags and another --seed")
+            raise cd.DatasetError(f"{folder} was made with another recipe than {self.folder} "
+                                  f"({'; '.join(diff)[:400]}): make it with the same flags and another --seed")
         shared = {r["seed"] for r in self.manifest["runs"]} & {r["seed"] for r in manifest["runs"]}
         if shared:
             raise cd.DatasetError(f"{folder} shares {len(shared)} run seed(s) with {self.folder}: its runs are not "

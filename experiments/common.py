@@ -57,9 +57,10 @@ def _fmt(v):
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def common_flags(p):
-    """Flags every experiment has."""
-    p.add_argument("--checkpoint_dir", required=True, help="dataset name under checkpoints/")
+def common_flags(p, dataset=True):
+    """Flags every experiment has; dataset: --checkpoint_dir, for experiments on one dataset."""
+    if dataset:
+        p.add_argument("--checkpoint_dir", required=True, help="dataset name under checkpoints/")
     p.add_argument("--num_models", type=int, default=50, help="networks generated per setting (default 50)")
     p.add_argument("--train_models", type=int, default=50,
                    help="training checkpoints evaluated beside them (default 50)")
