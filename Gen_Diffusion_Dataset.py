@@ -14,6 +14,7 @@ Interrupting loses at most the runs in progress; the same command continues wher
 """
 import argparse
 import json
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -70,13 +71,18 @@ def generate_run(run_id, args, split, device, position=0):
     layout = FlatLayout.of(run.model)
     max_steps = int(args.max_epochs * run.steps_per_epoch)
     curve, checkpoints, weights = [], [], []
-    reached_step = None
+    reached_step = diverged_step = None
     bar = tqdm(total=args.ckpts_per_run, desc=f"run {run_id}", position=position, leave=False,
                unit="ckpt", disable=args.quiet)
     while len(checkpoints) < args.ckpts_per_run and run.step < max_steps:
         # Before min_acc is reached, check once an epoch; after it, at every save point.
         n = args.save_every if reached_step is not None else run.steps_per_epoch
         loss = run.train(min(n, max_steps - run.step))
+        if not math.isfinite(loss):
+            tqdm.write(f"run {run_id}: the training loss turned {loss} at step {run.step} (epoch {run.epoch:.1f}); "
+                       f"the run diverged and keeps no checkpoints. Lower --lr.")
+            diverged_step, checkpoints, weights = run.step, [], []
+            break
         acc = evaluate(run.model, val_x, val_y)
         curve.append(dict(step=run.step, epoch=round(run.epoch, 3), val_acc=acc, loss=loss))
         if reached_step is None and acc >= args.min_acc and run.sparse_ready:
@@ -87,12 +93,13 @@ def generate_run(run_id, args, split, device, position=0):
             bar.update(1)
         bar.set_postfix(epoch=f"{run.epoch:.1f}", val_acc=f"{acc:.3f}")
     bar.close()
-    if reached_step is None:
+    if reached_step is None and diverged_step is None:
         tqdm.write(f"run {run_id}: did not reach --min_acc {args.min_acc} in --max_epochs {args.max_epochs:g} "
                    f"(best validation accuracy {max(c['val_acc'] for c in curve):.3f}); no checkpoints kept. "
                    f"Lower --min_acc or change the recipe.")
     record = dict(run=run_id, seed=seed, device=str(device), steps=run.step, epochs=round(run.epoch, 3),
-                  reached_min_acc_step=reached_step, complete=len(checkpoints) == args.ckpts_per_run,
+                  reached_min_acc_step=reached_step if diverged_step is None else None,
+                  diverged_at_step=diverged_step, complete=len(checkpoints) == args.ckpts_per_run,
                   seconds=round(time.time() - t0, 1), curve=curve, checkpoints=checkpoints)
     stacked = torch.stack(weights) if weights else torch.empty(0, layout.numel)
     return record, stacked
@@ -200,12 +207,18 @@ def main(args):
               f"run the same command to continue.")
         sys.exit(130)
     bar.close()
+    missing = set(range(args.runs)) - set(cd.completed_runs(args.folder))
+    if missing:  # other shards are still at work: the last one to finish assembles the manifest
+        print(f"shard {args.shard}/{args.num_shards} done; {len(missing)} runs of other shards are not in "
+              f"{args.folder} yet: the last shard to finish writes the manifest (or run --assemble)")
+        return
     manifest = cd.assemble_manifest(args.folder)
     print(summarize(args.folder, manifest, time.time() - t0))
     failed = [r["run"] for r in manifest["runs"] if r["reached_min_acc_step"] is None]
     if failed:
         message = (f"{len(failed)} of {len(manifest['runs'])} runs never reached --min_acc {args.min_acc} in "
-                   f"--max_epochs {args.max_epochs:g} (runs {failed[:10]}); their files record it, without checkpoints")
+                   f"--max_epochs {args.max_epochs:g}, or diverged (runs {failed[:10]}); their files record it, "
+                   f"without checkpoints")
         if len(failed) == len(manifest["runs"]):
             sys.exit(f"error: {message}")
         print(f"note: {message}")
@@ -233,10 +246,15 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes (default 1)")
     p.add_argument("--shard", type=int, default=0, help="this worker's index when runs are split (default 0)")
     p.add_argument("--num_shards", type=int, default=1,
-                   help="number of machines/processes splitting the runs: shard i takes runs i, i+n, ...")
+                   help="number of machines/processes splitting the runs: shard i takes runs i, i+n, ... "
+                        "(under torchrun: RANK and WORLD_SIZE, with no flag)")
     p.add_argument("--assemble", action="store_true",
                    help="only rebuild manifest.json and the summary from the run files present")
     args = p.parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and args.num_shards == 1:  # under torchrun: one shard a rank
+        args.shard, args.num_shards = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        if args.device == "auto" and torch.cuda.is_available():  # and one GPU a rank on each machine
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
     if not 0 <= args.shard < args.num_shards:
         p.error(f"--shard must be in [0, {args.num_shards})")
     if args.workers < 1:

@@ -1,6 +1,7 @@
 """What both trainers (train_vae.py, train_diffusion.py) share: EMA weights, the epoch loop with
 its saves and Ctrl-C handling, resuming, and the log file."""
 import json
+import math
 import sys
 
 import torch
@@ -39,6 +40,12 @@ def training_state(model, ema, opt, history, sched=None):
     return state
 
 
+def for_sampling(state):
+    """A training_state() without what only training needs (raw weights, optimizer, scheduler):
+    the small file that sampling reads."""
+    return {k: v for k, v in state.items() if k not in ("model", "optimizer", "scheduler")}
+
+
 def resume(path, kind, expected, model, ema, opt, sched=None):
     """Restore a training_state() saved in the checkpoint at `path`; `expected` maps checkpoint
     keys to the values this run was built with (model arguments, ...). Returns the checkpoint dict."""
@@ -57,17 +64,25 @@ def resume(path, kind, expected, model, ema, opt, sched=None):
     return ckpt
 
 
-def run_epochs(history, epochs, train_epoch, save, save_every, desc, quiet=False):
+def run_epochs(history, epochs, train_epoch, save, save_every, desc, quiet=False, loss_key="loss"):
     """Call train_epoch(epoch) -> log record for every epoch after those in `history`, appending
     its record; save() every `save_every` epochs and after the last. Ctrl-C saves (the partial
-    epoch's updates included) and exits with status 130, so the run can go on with --resume."""
-    start = len(history)
+    epoch's updates included) and exits with status 130, so the run can go on with --resume. A
+    record whose `loss_key` is NaN or infinite stops the run with one line; nothing is saved
+    after it, so the last checkpoint on disk is the last good one."""
+    start = saved = len(history)
     try:
         for epoch in tqdm(range(start, epochs), desc=desc, unit="epoch", initial=start, total=epochs,
                           disable=quiet):
-            history.append(train_epoch(epoch))
+            record = train_epoch(epoch)
+            if not math.isfinite(record[loss_key]):
+                kept = f"the checkpoint of epoch {saved} is kept" if saved else "no checkpoint was saved yet"
+                sys.exit(f"error: the training loss turned {record[loss_key]} in epoch {epoch + 1}; stopped "
+                         f"({kept}). Lower --lr, or raise --ema, and start again or --resume.")
+            history.append(record)
             if (epoch + 1) % save_every == 0 or epoch + 1 == epochs:
                 save()
+                saved = epoch + 1
     except KeyboardInterrupt:
         save()
         print(f"\ninterrupted; saved after epoch {len(history)}: continue with the same command and --resume")
