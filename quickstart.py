@@ -26,7 +26,7 @@ from model_io import write_json
 # "diffusion epochs"), which 200 epochs of 108 latents give. seed: every script's defaults.
 PRESETS = {
     "small": dict(runs=3, ckpts_per_run=40, fresh_runs=2, fresh_ckpts_per_run=10, vae_epochs=100,
-                  diffusion_epochs=200, num_models=100, train_models=50, baseline_models=20),
+                  diffusion_epochs=200, num_models=100, train_models=50, baseline_models=10),
     "seed": dict(runs=10, ckpts_per_run=250, fresh_runs=5, fresh_ckpts_per_run=20, vae_epochs=100,
                  diffusion_epochs=1000, num_models=100, train_models=100, baseline_models=100),
 }
