@@ -78,7 +78,7 @@ def run_epochs(history, epochs, train_epoch, save, save_every, desc, quiet=False
             if not math.isfinite(record[loss_key]):
                 kept = f"the checkpoint of epoch {saved} is kept" if saved else "no checkpoint was saved yet"
                 sys.exit(f"error: the training loss turned {record[loss_key]} in epoch {epoch + 1}; stopped "
-                         f"({kept}). Lower --lr, or raise --ema, and start again or --resume.")
+                         f"({kept}). Lower --lr and start again, or --resume from that checkpoint.")
             history.append(record)
             if (epoch + 1) % save_every == 0 or epoch + 1 == epochs:
                 save()
