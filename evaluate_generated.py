@@ -39,7 +39,7 @@ import torch
 
 import checkpoint_dataset as cd
 from baselines import (all_baselines, cross_run_disagreement, disagreement, distinct, ensemble_accuracy,
-                       functionally_distinct, is_new, max_error_overlap, nearest, nearest_within, new_network_bar,
+                       greedy_count, is_new, max_error_overlap, nearest, nearest_within, new_network_bar,
                        one_per_run)
 from cifar10 import load_cifar10
 from cli import add_runtime_flags, run_main
@@ -135,9 +135,9 @@ def functional_diversity(preds, train_runs):
     threshold = float(torch.quantile(cross, 0.05)) if len(cross) else None
     pairwise, counts = {}, {}
     for name, p in preds.items():
-        d = disagreement(p, p)[~torch.eye(len(p), dtype=torch.bool)]
-        pairwise[name] = stats(d.tolist() or [float("nan")])
-        counts[name] = functionally_distinct(p, threshold) if threshold is not None else None
+        d = disagreement(p, p)  # once per group: the median and the greedy count both read it
+        pairwise[name] = stats(d[~torch.eye(len(p), dtype=torch.bool)].tolist() or [float("nan")])
+        counts[name] = greedy_count(d, threshold) if threshold is not None else None
     return threshold, pairwise, counts
 
 
