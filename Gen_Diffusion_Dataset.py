@@ -9,6 +9,8 @@ training, so the test set stays clean for evaluation.
     python Gen_Diffusion_Dataset.py --checkpoint_dir Toy_CNN
     python Gen_Diffusion_Dataset.py --checkpoint_dir Toy_CNN --shard 0 --num_shards 4   # machine 0 of 4
     python Gen_Diffusion_Dataset.py --checkpoint_dir Toy_CNN --assemble                  # manifest from copied shards
+    python Gen_Diffusion_Dataset.py --checkpoint_dir Toy_CNN --runs 100 --population 50  # one GPU, 50 runs at once
+    torchrun --nproc_per_node 4 Gen_Diffusion_Dataset.py --checkpoint_dir Toy_CNN        # 4 GPUs, a shard each
 
 Interrupting loses at most the runs in progress; the same command continues where it stopped.
 """
@@ -30,7 +32,13 @@ from cifar10 import AUGMENTATIONS, load_cifar10, split_validation
 from cli import add_runtime_flags, run_main
 from tinynn import TINYNN_DEFAULTS, FlatLayout, TinyNN
 from model_io import pick_device, write_json
+from population_training import PopulationTrainer
 from tinynn_training import RunTrainer, TrainConfig, evaluate
+
+# Runs trained together on a GPU by default. Not yet measured on a GPU: TinyNN at batch 256 leaves
+# an H100 mostly idle, and 32 runs are ~1 GB of activations (benchmarks/zoo_speed.py picks better).
+GPU_POPULATION = 32
+
 
 def run_seed(base_seed, run_id):
     """Independent runs get unrelated seeds; run ids keep them stable across shards and restarts."""
@@ -62,47 +70,113 @@ def load_split(args, device):
     return (data.train_images[train], data.train_labels[train]), (data.train_images[val], data.train_labels[val])
 
 
+class Selection:
+    """Checkpoint selection of one run: when to look at it next, which checkpoints it keeps, and
+    its record. Shared by one-run-at-a-time training and population training."""
+
+    def __init__(self, run_id, args, steps_per_epoch):
+        self.run_id, self.args, self.seed = run_id, args, run_seed(args.seed, run_id)
+        self.steps_per_epoch = steps_per_epoch
+        self.max_steps = int(args.max_epochs * steps_per_epoch)
+        self.curve, self.checkpoints, self.weights = [], [], []
+        self.reached_step = self.diverged_step = None
+        self.t0 = time.time()
+
+    def steps_to_look(self, step):
+        """Before min_acc is reached, look once an epoch; after it, at every save point."""
+        n = self.args.save_every if self.reached_step is not None else self.steps_per_epoch
+        return min(n, self.max_steps - step)
+
+    def done(self, step):
+        return (len(self.checkpoints) >= self.args.ckpts_per_run or step >= self.max_steps
+                or self.diverged_step is not None)
+
+    def look(self, step, loss, accuracy, sparse_ready, flat_weights):
+        """Record the run at `step` (mean training loss since the last look, `accuracy()` on the
+        validation split); keeps a checkpoint (`flat_weights()`) when it qualifies. Returns whether
+        it kept one."""
+        epoch = round(step / self.steps_per_epoch, 3)
+        if not math.isfinite(loss):
+            tqdm.write(f"run {self.run_id}: the training loss turned {loss} at step {step} (epoch {epoch:.1f}); "
+                       f"the run diverged and keeps no checkpoints. Lower --lr.")
+            self.diverged_step, self.checkpoints, self.weights = step, [], []
+            return False
+        acc = accuracy()
+        self.curve.append(dict(step=step, epoch=epoch, val_acc=acc, loss=loss))
+        if self.reached_step is None and acc >= self.args.min_acc and sparse_ready:
+            self.reached_step = step
+        if self.reached_step is None or acc < self.args.min_acc:
+            return False
+        self.checkpoints.append(dict(step=step, epoch=epoch, val_acc=acc))
+        self.weights.append(flat_weights())
+        return True
+
+    def result(self, step, device, n_params, **extra):
+        """(run record, stacked flat weights of its checkpoints)."""
+        if self.reached_step is None and self.diverged_step is None:
+            tqdm.write(f"run {self.run_id}: did not reach --min_acc {self.args.min_acc} in --max_epochs "
+                       f"{self.args.max_epochs:g} (best validation accuracy "
+                       f"{max(c['val_acc'] for c in self.curve):.3f}); no checkpoints kept. "
+                       f"Lower --min_acc or change the recipe.")
+        record = dict(run=self.run_id, seed=self.seed, device=str(device), steps=step,
+                      epochs=round(step / self.steps_per_epoch, 3),
+                      reached_min_acc_step=self.reached_step if self.diverged_step is None else None,
+                      diverged_at_step=self.diverged_step, complete=len(self.checkpoints) == self.args.ckpts_per_run,
+                      seconds=round(time.time() - self.t0, 1), **extra, curve=self.curve,
+                      checkpoints=self.checkpoints)
+        return record, torch.stack(self.weights) if self.weights else torch.empty(0, n_params)
+
+
 def generate_run(run_id, args, split, device, position=0):
-    """Train one run and return (run record, stacked flat weights of its checkpoints)."""
-    t0 = time.time()
+    """Train one run on its own and return (run record, stacked flat weights of its checkpoints)."""
     (x, y), (val_x, val_y) = split
-    seed = run_seed(args.seed, run_id)
-    run = RunTrainer(x, y, seed, train_config=TrainConfig.from_args(args), device=device)
+    selection = Selection(run_id, args, steps_per_epoch=len(y) // args.batch_size)
+    run = RunTrainer(x, y, selection.seed, train_config=TrainConfig.from_args(args), device=device)
     layout = FlatLayout.of(run.model)
-    max_steps = int(args.max_epochs * run.steps_per_epoch)
-    curve, checkpoints, weights = [], [], []
-    reached_step = diverged_step = None
     bar = tqdm(total=args.ckpts_per_run, desc=f"run {run_id}", position=position, leave=False,
                unit="ckpt", disable=args.quiet)
-    while len(checkpoints) < args.ckpts_per_run and run.step < max_steps:
-        # Before min_acc is reached, check once an epoch; after it, at every save point.
-        n = args.save_every if reached_step is not None else run.steps_per_epoch
-        loss = run.train(min(n, max_steps - run.step))
-        if not math.isfinite(loss):
-            tqdm.write(f"run {run_id}: the training loss turned {loss} at step {run.step} (epoch {run.epoch:.1f}); "
-                       f"the run diverged and keeps no checkpoints. Lower --lr.")
-            diverged_step, checkpoints, weights = run.step, [], []
-            break
-        acc = evaluate(run.model, val_x, val_y)
-        curve.append(dict(step=run.step, epoch=round(run.epoch, 3), val_acc=acc, loss=loss))
-        if reached_step is None and acc >= args.min_acc and run.sparse_ready:
-            reached_step = run.step
-        if reached_step is not None and acc >= args.min_acc:
-            checkpoints.append(dict(step=run.step, epoch=round(run.epoch, 3), val_acc=acc))
-            weights.append(run.flat_weights(layout))
-            bar.update(1)
-        bar.set_postfix(epoch=f"{run.epoch:.1f}", val_acc=f"{acc:.3f}")
+    while not selection.done(run.step):
+        loss = run.train(selection.steps_to_look(run.step))
+        kept = selection.look(run.step, loss, lambda: evaluate(run.model, val_x, val_y), run.sparse_ready,
+                              lambda: run.flat_weights(layout))
+        bar.update(kept)
+        if selection.curve:
+            bar.set_postfix(epoch=f"{run.epoch:.1f}", val_acc=f"{selection.curve[-1]['val_acc']:.3f}")
     bar.close()
-    if reached_step is None and diverged_step is None:
-        tqdm.write(f"run {run_id}: did not reach --min_acc {args.min_acc} in --max_epochs {args.max_epochs:g} "
-                   f"(best validation accuracy {max(c['val_acc'] for c in curve):.3f}); no checkpoints kept. "
-                   f"Lower --min_acc or change the recipe.")
-    record = dict(run=run_id, seed=seed, device=str(device), steps=run.step, epochs=round(run.epoch, 3),
-                  reached_min_acc_step=reached_step if diverged_step is None else None,
-                  diverged_at_step=diverged_step, complete=len(checkpoints) == args.ckpts_per_run,
-                  seconds=round(time.time() - t0, 1), curve=curve, checkpoints=checkpoints)
-    stacked = torch.stack(weights) if weights else torch.empty(0, layout.numel)
-    return record, stacked
+    return selection.result(run.step, device, layout.numel)
+
+
+def generate_population(run_ids, args, split, device):
+    """Train the runs --population at a time in one process (PopulationTrainer), a new run taking
+    the place of each one that finishes; yields (run record, weights) as each run finishes."""
+    (x, y), (val_x, val_y) = split
+    pop = PopulationTrainer(x, y, train_config=TrainConfig.from_args(args), device=device)
+    layout = FlatLayout.of(TinyNN(**TINYNN_DEFAULTS))
+    pending, selections, looks = list(run_ids), [], []  # selections[i], looks[i]: of pop.runs[i]
+    bar = tqdm(total=len(run_ids) * args.ckpts_per_run, desc=f"population of {args.population}", position=1,
+               leave=False, unit="ckpt", disable=args.quiet)
+    while pending or selections:
+        while pending and len(selections) < args.population:
+            selection = Selection(pending.pop(0), args, steps_per_epoch=len(y) // args.batch_size)
+            pop.add(selection.seed)
+            selections.append(selection)
+            looks.append(selection.steps_to_look(0))
+        pop.train(min(look - run.step for look, run in zip(looks, pop.runs)))
+        due = [i for i, run in enumerate(pop.runs) if run.step == looks[i]]
+        accuracies = pop.accuracy(due, val_x, val_y)
+        for i, acc in zip(due, accuracies):
+            run = pop.runs[i]
+            bar.update(selections[i].look(run.step, pop.take_loss(i), lambda: acc, run.sparse_ready,
+                                          lambda: pop.flat_weights(i, layout)))
+            looks[i] = run.step + selections[i].steps_to_look(run.step)
+        finished = [i for i, run in enumerate(pop.runs) if selections[i].done(run.step)]
+        for i in finished:
+            yield selections[i].result(pop.runs[i].step, device, layout.numel, population=args.population)
+        if finished:
+            pop.remove(finished)
+        selections = [s for i, s in enumerate(selections) if i not in finished]
+        looks = [s for i, s in enumerate(looks) if i not in finished]
+    bar.close()
 
 
 # --- parallel workers: each process loads the data once and trains whole runs ---------------
@@ -132,8 +206,11 @@ def run_all(args, todo, device):
     """Train the pending runs, in this process or in --workers processes; yields records."""
     if args.workers == 1:
         split = load_split(args, device)
-        for run_id in todo:
-            record, weights = generate_run(run_id, args, split, device, position=1)
+        if args.population > 1:
+            finished = generate_population(todo, args, split, device)
+        else:
+            finished = (generate_run(run_id, args, split, device, position=1) for run_id in todo)
+        for record, weights in finished:
             cd.save_run(args.folder, record, weights)
             yield record
         return
@@ -190,10 +267,11 @@ def main(args):
         print(summarize(args.folder, manifest, 0.0))
         return
     device = pick_device(args.device)
+    args.population = args.population or (GPU_POPULATION if device.type == "cuda" else 1)
     cd.init_settings(args.folder, dataset_settings(args))
     todo = pending_runs(args)
     print(f"{args.folder}: {len(todo)} runs to train on {device} "
-          f"(shard {args.shard}/{args.num_shards}, {args.runs} runs in all)")
+          f"(shard {args.shard}/{args.num_shards}, {args.runs} runs in all; population {args.population})")
     t0 = time.time()
     bar = tqdm(total=len(todo), desc="runs", unit="run", position=0, disable=args.quiet)
     try:
@@ -243,7 +321,11 @@ def parse_args(argv=None):
     p.add_argument("--train_size", type=int, default=0,
                    help="train on only this many images (0: all but the validation split); for quick tests")
     add_runtime_flags(p, seed_help="base seed; run i uses a seed derived from (seed, i) (default 0)")
-    p.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="runs trained in parallel processes, one run at a time each (default 1)")
+    p.add_argument("--population", type=int, default=0,
+                   help="runs trained together in this process, stacked and vmapped (population_training.py); "
+                        f"0: {GPU_POPULATION} on a GPU, 1 (one run at a time, faster there) on the CPU (default 0)")
     p.add_argument("--shard", type=int, default=0, help="this worker's index when runs are split (default 0)")
     p.add_argument("--num_shards", type=int, default=1,
                    help="number of machines/processes splitting the runs: shard i takes runs i, i+n, ... "
@@ -259,6 +341,8 @@ def parse_args(argv=None):
         p.error(f"--shard must be in [0, {args.num_shards})")
     if args.workers < 1:
         p.error("--workers must be at least 1")
+    if args.population < 0 or (args.population > 1 and args.workers > 1):
+        p.error("--population P > 1 trains P runs in this process: use it with --workers 1")
     return args
 
 

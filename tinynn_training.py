@@ -74,6 +74,16 @@ def predict(model, images_uint8, batch_size=500):
     return torch.cat(out)
 
 
+def magnitude_masks(weights, share):
+    """One 0/1 mask per tensor in `weights`, zero on the smallest-magnitude `share` of its entries."""
+    masks = []
+    for w in weights:
+        mask = torch.ones_like(w).flatten()
+        mask[w.abs().flatten().argsort()[:int(round(share * w.numel()))]] = 0
+        masks.append(mask.view_as(w))
+    return masks
+
+
 class RunTrainer:
     """One TinyNN training run. All of its randomness (init, shuffling, augmentation) is
     drawn from `seed`, so two runs differ only through their seeds."""
@@ -106,12 +116,7 @@ class RunTrainer:
     @torch.no_grad()
     def _prune(self):
         """Zero the smallest-magnitude share cfg.prune of each conv/linear weight tensor, for good."""
-        self.masks = []
-        for w in self.weights:
-            n_zero = int(round(self.cfg.prune * w.numel()))
-            mask = torch.ones_like(w).flatten()
-            mask[w.abs().flatten().argsort()[:n_zero]] = 0
-            self.masks.append(mask.view_as(w))
+        self.masks = magnitude_masks(self.weights, self.cfg.prune)
         torch._foreach_mul_(self.weights, self.masks)
 
     def _param_groups(self):
@@ -131,7 +136,7 @@ class RunTrainer:
     def epoch(self):
         return self.step / self.steps_per_epoch
 
-    def _next_batch(self):
+    def next_batch(self):
         if self._order is None or self._pos + self.cfg.batch_size > len(self._order):
             self._order = torch.randperm(len(self.labels), generator=self.gen, device=self.device)
             self._pos = 0
@@ -148,7 +153,7 @@ class RunTrainer:
                 g["lr"] = self.lr_at(self.step)
             if self.prune_step is not None and self.masks is None and self.step >= self.prune_step:
                 self._prune()
-            x, y = self._next_batch()
+            x, y = self.next_batch()
             loss = F.cross_entropy(self.model(x), y, label_smoothing=self.cfg.label_smoothing)
             if self.cfg.l1:
                 loss = loss + self.cfg.l1 * sum(w.abs().sum() for w in self.weights)

@@ -32,12 +32,12 @@ def test_l1_lowers_the_weights_l1_norm_against_the_same_seed(cifar):
 def test_augment_none_hands_the_source_images_on_unchanged(cifar):
     run = RunTrainer(cifar.train_images[:500], cifar.train_labels[:500], seed=0,
                      train_config=TrainConfig(batch_size=50, augment="none"))
-    x, y = run._next_batch()
+    x, y = run.next_batch()
     idx = run._order[:50]
     assert torch.equal(x, standardize(cifar.train_images[:500][idx])) and torch.equal(y, cifar.train_labels[:500][idx])
     full = RunTrainer(cifar.train_images[:500], cifar.train_labels[:500], seed=0,
                       train_config=TrainConfig(batch_size=50))
-    assert not torch.equal(full._next_batch()[0], x)  # same order, but augmented
+    assert not torch.equal(full.next_batch()[0], x)  # same order, but augmented
 
 
 def test_variants_cannot_share_a_folder(tmp_path):
