@@ -20,7 +20,7 @@ import checkpoint_dataset as cd
 from cli import add_runtime_flags, run_main
 from diffusion_model import DENOISERS, DIFFUSION_DEFAULTS, SPACE_DEFAULTS, GaussianDiffusion
 from model_io import DIFFUSION_KIND, pick_device, save_checkpoint
-from training_utils import EMA, resume, run_epochs, training_state, write_log
+from training_utils import EMA, descend, resume, run_epochs, training_state, write_log
 from vae_diffusion import DiffusionSpace
 from vae_model import load_vae
 from weight_dataset import WeightDataset
@@ -83,10 +83,7 @@ def main(args):
         total = torch.zeros((), device=device)
         for i in range(0, len(order), args.batch_size):
             loss = diffusion.loss(data[order[i:i + args.batch_size]])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            ema.update(denoiser)
+            descend(loss, denoiser, opt, ema)
             total += loss.detach()
         return dict(epoch=epoch + 1, loss=total.item() / -(-len(order) // args.batch_size),
                     seconds=round(time.time() - t0, 1))

@@ -26,7 +26,7 @@ from cifar10 import load_cifar10
 from cli import add_runtime_flags, run_main
 from model_io import VAE_KIND, pick_device, save_checkpoint, write_json
 from tinynn_training import evaluate_flat
-from training_utils import EMA, for_sampling, resume, run_epochs, training_state, write_log
+from training_utils import EMA, descend, for_sampling, resume, run_epochs, training_state, write_log
 from vae_model import AUTOENCODERS, VAE_DEFAULTS, load_vae
 from weight_dataset import WeightDataset
 
@@ -128,10 +128,7 @@ def main(args):
         sums = torch.zeros(3, device=device)
         for i in range(0, len(order), args.batch_size):
             loss, mse, kl = model.loss(train[order[i:i + args.batch_size]], args.kl_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            ema.update(model)
+            descend(loss, model, opt, ema)
             sums += torch.stack([loss.detach(), mse.detach(), kl.detach()])
         sched.step()
         n_batches = -(-len(order) // args.batch_size)

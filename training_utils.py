@@ -31,6 +31,14 @@ class EMA:
                 self.state[k].copy_(v)
 
 
+def descend(loss, model, opt, ema):
+    """One optimizer step on `loss`, then the EMA update: the inner step of every trainer."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    ema.update(model)
+
+
 def training_state(model, ema, opt, history, sched=None):
     """The part of a trainer's checkpoint that --resume restores; the epoch is len(history)."""
     state = dict(model=model.state_dict(), ema=ema.state, ema_updates=ema.updates, optimizer=opt.state_dict(),

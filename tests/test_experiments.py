@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from baselines import distinct, nearest_within
-from conftest import DATA_DIR, private_copy, run_script
+from conftest import DATA_DIR, TINY, private_copy, run_script
 from model_io import VAE_KIND, load_checkpoint
 from weight_dataset import WeightDataset
 
@@ -96,3 +96,24 @@ def test_distinct_counts_repeated_networks_once():
     z = torch.tensor([[0.0, 0.0], [0.0, 0.001], [3.0, 4.0], [3.0, 4.0], [10.0, 0.0]])
     assert distinct(z, threshold=0.01) == 3 and distinct(z, threshold=0.0) == 4
     assert nearest_within(z).tolist() == pytest.approx([0.001 / 2 ** 0.5, 0.001 / 2 ** 0.5, 0, 0, (65 / 2) ** 0.5])
+
+
+def test_novelty_ablation_tabulates_every_variant_and_resumes(dataset, tmp_path):
+    fresh = tmp_path / "fresh"
+    run_script("Gen_Diffusion_Dataset.py", "--checkpoint_dir", fresh, "--runs", "2", "--seed", "1", *TINY)
+    out = tmp_path / "ablation"
+    args = ["-m", "experiments.novelty_ablation", "--datasets", dataset, "--fresh_dir", fresh, "--variants",
+            "default", "direct", "--add", "eta1", "", "", "--eta 1", "--vae_epochs", "2",
+            "--diffusion_epochs", "2", "--baseline_models", "2", "--out", out, *SMALL]
+    run_script(*args)
+    rows = json.load(open(out / "novelty_ablation.json"))
+    assert [r["models"] for r in rows] == ["training checkpoints", "fresh seeds", "generated: default",
+                                          "generated: direct", "generated: eta1"]
+    for r in rows[2:]:
+        assert r["n"] == 3 and 0 <= r["new"] <= 1 and 0 <= r["acc_min"] <= r["acc_mean"] <= 1
+        assert 0 < r["ens_all_gen"] <= 1 and r["ens_k_runs"] == rows[2]["ens_k_runs"]
+    assert rows[1]["n"] == 8 and (out / "novelty_ablation.png").stat().st_size > 0
+    # eta1 has no VAE flags: it shares the dataset's VAE; direct needs none
+    assert (dataset / "vae" / "vae.pt").exists() and not [p for p in dataset.iterdir() if p.name.startswith("vae_")]
+    again = run_script(*args)
+    assert "$ python" not in again.stdout and json.load(open(out / "novelty_ablation.json")) == rows

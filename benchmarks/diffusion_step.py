@@ -1,0 +1,98 @@
+"""One diffusion training step (the defaults: latent MLP denoiser, batch 8, fused AdamW, EMA),
+timed part by part and set against this machine's floors, in one run:
+- memory floor: the bytes a step must move (weights read forward and backward, gradients
+  written, AdamW reading weights, gradients and both moments and writing three of them, the EMA
+  reading two copies and writing one) over the copy bandwidth measured here;
+- compute floor: 6 FLOP per parameter per vector (forward + backward) over the matmul rate
+  measured here at the step's shapes;
+- with --compile, the same step with the denoiser and the optimizer step through
+  torch.compile (CUDA graphs on a GPU: mode reduce-overhead).
+
+    python -m benchmarks.diffusion_step
+    python -m benchmarks.diffusion_step --device cuda --compile
+"""
+import argparse
+import time
+
+import torch
+
+from diffusion_model import DENOISERS, DIFFUSION_DEFAULTS, GaussianDiffusion
+from model_io import pick_device
+from training_utils import EMA, descend
+
+
+def timed_ms(fn, device, n):
+    for _ in range(max(3, n // 10)):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n * 1e3
+
+
+def trainer(args, device, compile_mode=None):
+    torch.manual_seed(0)
+    denoiser = DENOISERS["mlp"](args.dim, DIFFUSION_DEFAULTS["hidden"], DIFFUSION_DEFAULTS["depth"],
+                                DIFFUSION_DEFAULTS["time_dim"]).to(device)
+    net = torch.compile(denoiser, mode=compile_mode) if compile_mode else denoiser
+    diffusion = GaussianDiffusion(net, clip_x0=4.0).to(device)
+    opt = torch.optim.AdamW(denoiser.parameters(), lr=1e-4, weight_decay=0.0, fused=True)
+    if compile_mode:
+        opt.step = torch.compile(opt.step, mode=compile_mode)
+    return denoiser, diffusion, opt, EMA(denoiser, 0.999)
+
+
+def floors(n_params, batch, device):
+    """(memory floor ms, compute floor ms, GB/s, GFLOP/s) of one step on this machine."""
+    x = torch.empty(2 ** 26, device=device)  # 256 MB: beyond any cache
+    y = torch.empty_like(x)
+    gbps = 2 * x.numel() * 4 / timed_ms(lambda: y.copy_(x), device, 10) / 1e6
+    a, w = torch.randn(batch, 512, device=device), torch.randn(512, 512, device=device)
+    gflops = 2 * batch * 512 * 512 / timed_ms(lambda: a @ w, device, 2000) / 1e6
+    bytes_moved = 4 * n_params * (2 + 1 + 7 + 3)  # forward/backward reads, gradient, AdamW, EMA
+    return bytes_moved / gbps / 1e6, 6 * n_params * batch / gflops / 1e6, gbps, gflops
+
+
+def main(args):
+    device = pick_device(args.device)
+    denoiser, diffusion, opt, ema = trainer(args, device)
+    batch = torch.randn(args.batch_size, args.dim, device=device)
+    n_params = sum(p.numel() for p in denoiser.parameters())
+
+    def forward_backward():
+        opt.zero_grad(set_to_none=True)
+        diffusion.loss(batch).backward()
+
+    parts = dict(step=lambda: descend(diffusion.loss(batch), denoiser, opt, ema), forward_backward=forward_backward,
+                 optimizer=opt.step, ema=lambda: ema.update(denoiser))
+    times = {name: timed_ms(fn, device, args.steps) for name, fn in parts.items()}
+    memory, compute, gbps, gflops = floors(n_params, args.batch_size, device)
+    print(f"device {device}, {torch.get_num_threads()} threads; denoiser {n_params:,} parameters, batch "
+          f"{args.batch_size}")
+    for name, ms in times.items():
+        print(f"  {name:<18}{ms:8.3f} ms")
+    print(f"floors: memory {memory:.3f} ms ({4 * n_params * 13 / 1e6:.0f} MB a step at {gbps:.1f} GB/s), compute "
+          f"{compute:.3f} ms ({6 * n_params * args.batch_size / 1e6:.0f} MFLOP at {gflops:.1f} GFLOP/s)")
+    print(f"step / (memory + compute floor): {times['step'] / (memory + compute):.2f}")
+    if args.compile:
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        denoiser, diffusion, opt, ema = trainer(args, device, mode)
+        t0 = time.perf_counter()
+        descend(diffusion.loss(batch), denoiser, opt, ema)
+        print(f"torch.compile ({mode or 'default mode'}): first step {time.perf_counter() - t0:.1f} s")
+        compiled = timed_ms(lambda: descend(diffusion.loss(batch), denoiser, opt, ema), device, args.steps)
+        print(f"  compiled step      {compiled:8.3f} ms  (eager / compiled: {times['step'] / compiled:.2f})")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dim", type=int, default=64, help="vector size: the VAE's latent (default 64)")
+    p.add_argument("--batch_size", type=int, default=8, help="default 8 (train_diffusion.py's)")
+    p.add_argument("--steps", type=int, default=300, help="timed steps per measurement (default 300)")
+    p.add_argument("--compile", action="store_true", help="also time the step through torch.compile")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    main(p.parse_args())

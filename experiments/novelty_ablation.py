@@ -1,0 +1,169 @@
+"""Experiment: which generator settings make new networks? The ablation of issue "Generators
+that make new networks", judged by the fresh-seed bar of evaluate_generated.py.
+
+For every dataset in --datasets (all made with one recipe, so one --fresh_dir judges them) and
+every variant in --variants (and --add), trains the VAE and the diffusion model with the
+variant's flags (a variant without VAE flags shares the dataset's VAE; a --space weights variant
+needs none), samples --num_models networks with DDIM-50 and evaluates them against the fresh
+set. Every step is skipped when its output exists, so an interrupted ablation continues when
+rerun. Writes, in --out: novelty_ablation.md/.json (per dataset and variant: accuracy mean and
+min, share >= min_acc, the "new" share, median max error overlap, pairwise disagreement,
+functionally distinct networks, the ensemble of K generated networks against K training runs,
+and of all of them) and novelty_ablation.png (accuracy against max error overlap, one panel per
+dataset, the fresh seeds' bar as a line).
+
+    python Gen_Diffusion_Dataset.py --checkpoint_dir Fresh --runs 5 --ckpts_per_run 20 --seed 1
+    python -m experiments.novelty_ablation --datasets Toy_CNN --fresh_dir Fresh
+    python -m experiments.novelty_ablation --datasets Runs3x40 Runs12x10 --fresh_dir Fresh \\
+        --variants default vae_no_noise --add kl3 "--kl_weight 1e-3" "" ""
+
+Variants (train_vae.py | train_diffusion.py | sample.py flags): """
+import argparse
+import json
+import os
+import shlex
+
+import numpy as np
+
+import checkpoint_dataset as cd
+from cli import run_step, runtime_argv
+from experiments.common import common_flags, write_table
+
+VARIANTS = {
+    "default": ("", "", ""),
+    "vae_no_noise": ("--input_noise 0 --latent_noise 0 --kl_weight 1e-4", "", ""),
+    "vae_kl1e-2_noise0.03": ("--latent_noise 0.03 --kl_weight 0.01", "", ""),
+    "vae_latent128": ("--latent_dim 128", "", ""),
+    "direct": (None, "--space weights --batch_size 32", ""),
+    "ddim_eta1": ("", "", "--eta 1"),
+}
+__doc__ += "; ".join(f"{k}: {v[0] if v[0] is not None else '(no VAE)'} | {v[1]} | {v[2]}"
+                     for k, v in VARIANTS.items()) + "."
+
+
+def vae_path(folder, name, vae_flags):
+    return os.path.join(folder, "vae" if not vae_flags else f"vae_{name}", "vae.pt")
+
+
+def build(dataset, name, flags, args):
+    """VAE, diffusion, samples and report of one variant on one dataset; returns the report path."""
+    vae_flags, diffusion_flags, sample_flags = flags
+    folder = cd.dataset_folder(dataset)
+    diffusion = ["train_diffusion.py", "--checkpoint_dir", dataset, "--run_name", f"diffusion_{name}",
+                 "--epochs", args.diffusion_epochs, "--quiet", *shlex.split(diffusion_flags)]
+    if vae_flags is not None:
+        vae = vae_path(folder, name, vae_flags)
+        run_step(["train_vae.py", "--checkpoint_dir", dataset, "--run_name", os.path.basename(os.path.dirname(vae)),
+                  "--epochs", args.vae_epochs, "--final_models", 20, "--quiet", *shlex.split(vae_flags),
+                  *runtime_argv(args)], skip_if=os.path.join(os.path.dirname(vae), "final.json"))
+        diffusion += ["--vae_path", vae]
+    model = os.path.join(folder, f"diffusion_{name}", "diffusion.pt")
+    run_step(diffusion + runtime_argv(args, data=False), skip_if=os.path.join(os.path.dirname(model), "loss.png"))
+    out = os.path.join(os.path.dirname(model), "ablation_samples")
+    run_step(["sample.py", "--model_path", model, "--num_models", args.num_models, "--sampler", "ddim", "--steps", 50,
+              "--seed", args.sample_seed, "--out", out, "--quiet", *shlex.split(sample_flags),
+              *runtime_argv(args, data=False)], skip_if=os.path.join(out, "generated.pt"))
+    baselines = args.baseline_models if name == args.variant_names[0] else 0
+    run_step(["evaluate_generated.py", "--model_path", out, "--fresh_dir", args.fresh_dir, "--train_models",
+              args.train_models, "--baseline_models", baselines, *runtime_argv(args)],
+             skip_if=os.path.join(out, "report.json"))
+    return os.path.join(out, "report.json")
+
+
+def group_key(label):
+    return "generated" if label.startswith("generated") else label
+
+
+def group_row(dataset, label, summary, report):
+    a = summary["accuracy"]
+    return dict(dataset=dataset, models=label, n=len(report["per_model"][group_key(label)]["accuracy"]), acc_mean=a["mean"], acc_min=a["min"],
+                above_min_acc=a["above_min_acc"], new=summary.get("new", "-"),
+                max_overlap=summary["max_error_overlap"]["median"],
+                disagreement=summary["pairwise_disagreement"]["median"],
+                functionally_distinct=summary["functionally_distinct"])
+
+
+def ensemble_figures(report):
+    """(K generated, K training runs, all generated) ensemble accuracies."""
+    ens = report["ensembles"]
+    pick = lambda prefix: next(v["accuracy"] for k, v in ens.items() if k.startswith(prefix))
+    return pick("generated (first"), pick("training checkpoints"), pick("generated (all")
+
+
+def rows_of(dataset, reports):
+    """The training and fresh rows once per dataset (from its first report), then a row per variant."""
+    first = reports[0][1]
+    rows = []
+    for group in ("training checkpoints", "fresh seeds"):
+        rows.append(dict(group_row(dataset, group, first["summary"][group], first), ens_k_gen="-",
+                         ens_k_runs="-", ens_all_gen="-"))
+    for name, report in reports:
+        k_gen, k_runs, all_gen = ensemble_figures(report)
+        rows.append(dict(group_row(dataset, f"generated: {name}", report["summary"]["generated"], report),
+                         ens_k_gen=k_gen, ens_k_runs=k_runs, ens_all_gen=all_gen))
+    return rows
+
+
+def plot(per_dataset, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(per_dataset), figsize=(6.5 * len(per_dataset), 5), squeeze=False)
+    for ax, (dataset, reports) in zip(axes[0], per_dataset.items()):
+        first = reports[0][1]
+        groups = [(g, first["per_model"][g]) for g in first["per_model"] if g != "generated"]
+        groups += [(f"generated: {name}", rep["per_model"]["generated"]) for name, rep in reports]
+        for label, r in groups:
+            ax.scatter(r["max_error_overlap"], r["accuracy"], s=10, alpha=0.6, label=label)
+        ax.axvline(first["new_bar"], color="k", ls="--", lw=0.8, label="fresh seeds' 95th percentile (the bar)")
+        ax.axhline(first["min_acc"], color="gray", ls=":", lw=0.8, label="--min_acc")
+        ax.set(xlabel="max error overlap with any training checkpoint", ylabel="test accuracy",
+               title=f"{dataset}: new networks sit left of the bar, above min_acc")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(args):
+    variants = {name: VARIANTS[name] for name in args.variants}
+    variants.update({name: (None if vae == "none" else vae, diffusion, sample) for name, vae, diffusion, sample
+                     in args.add or []})
+    args.variant_names = list(variants)
+    per_dataset = {}
+    for dataset in args.datasets:
+        per_dataset[dataset] = []
+        for name, flags in variants.items():
+            with open(build(dataset, name, flags, args)) as f:
+                per_dataset[dataset].append((name, json.load(f)))
+    rows = [row for dataset, reports in per_dataset.items() for row in rows_of(dataset, reports)]
+    os.makedirs(args.out, exist_ok=True)
+    out = os.path.join(args.out, "novelty_ablation")
+    bars = ", ".join(f"{d}: {r[0][1]['new_bar']:.3f}" for d, r in per_dataset.items())
+    write_table(out, f"Novelty ablation ({args.num_models} DDIM-50 networks per variant, sample seed "
+                f"{args.sample_seed}; fresh set {args.fresh_dir}; bar = fresh 95th percentile of max error overlap: "
+                f"{bars})", ["dataset", "models", "n", "acc_mean", "acc_min", "above_min_acc", "new", "max_overlap",
+                             "disagreement", "functionally_distinct", "ens_k_gen", "ens_k_runs", "ens_all_gen"], rows)
+    plot(per_dataset, out + ".png")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", required=True,
+                   help="checkpoint datasets under checkpoints/, all of the --fresh_dir recipe")
+    p.add_argument("--fresh_dir", required=True, help="fresh-seed checkpoint dataset: the bar (evaluate_generated.py)")
+    p.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=["default", "vae_no_noise"],
+                   help="named variants to run (default: default vae_no_noise)")
+    p.add_argument("--add", nargs=4, action="append", metavar=("NAME", "VAE_FLAGS", "DIFFUSION_FLAGS", "SAMPLE_FLAGS"),
+                   help='another variant: its name and the flags of train_vae.py ("none": no VAE, for --space '
+                        'weights), train_diffusion.py and sample.py, each one quoted string ("" for none)')
+    p.add_argument("--vae_epochs", type=int, default=100, help="default 100")
+    p.add_argument("--diffusion_epochs", type=int, default=200, help="default 200")
+    p.add_argument("--sample_seed", type=int, default=0, help="seed of sample.py (default 0)")
+    p.add_argument("--baseline_models", type=int, default=10,
+                   help="networks per noise baseline, evaluated with the first variant of each dataset (default 10)")
+    p.add_argument("--out", default=os.path.join(cd.dataset_folder("novelty_ablation")),
+                   help="where the table and plot go (default checkpoints/novelty_ablation)")
+    common_flags(p, dataset=False)
+    p.set_defaults(num_models=100)
+    main(p.parse_args())
