@@ -28,7 +28,7 @@ class PopulationTrainer:
         self.images, self.labels = images.to(self.device), labels.to(self.device)
         self.model_config, self.cfg = model_config, train_config or TrainConfig()
         self.runs, self.params, self.buffers, self.momentum, self.masks = [], {}, {}, {}, {}
-        self._loss_sum, self._loss_steps = [], []
+        self._loss_sum, self._loss_steps = torch.zeros(0, device=self.device), []  # on the device: no sync a step
         self._template = None  # a parameter-free TinyNN whose forward functional_call borrows
 
     def add(self, seed):
@@ -45,7 +45,7 @@ class PopulationTrainer:
             self.masks = self._append(self.masks, {k: torch.ones_like(params[k]) for k in self.weight_names})
         run.opt = run.model = None  # the population holds its state from now on
         self.runs.append(run)
-        self._loss_sum.append(0.0)
+        self._loss_sum = torch.cat([self._loss_sum, torch.zeros(1, device=self.device)])
         self._loss_steps.append(0)
         return run
 
@@ -61,7 +61,7 @@ class PopulationTrainer:
         for name in ("buffers", "momentum", "masks"):
             setattr(self, name, {k: v[index] for k, v in getattr(self, name).items()})
         self.runs = [self.runs[i] for i in keep]
-        self._loss_sum = [self._loss_sum[i] for i in keep]
+        self._loss_sum = self._loss_sum[index]
         self._loss_steps = [self._loss_steps[i] for i in keep]
 
     def _loss(self, params, buffers, x, y):
@@ -95,8 +95,8 @@ class PopulationTrainer:
             losses = vmap(self._loss)(self.params, self.buffers, torch.stack(xs), torch.stack(ys))
             grads = torch.autograd.grad(losses.sum(), list(self.params.values()))
             self._sgd_step(dict(zip(self.params, grads)))
-            for i, (run, loss) in enumerate(zip(self.runs, losses.detach().tolist())):
-                self._loss_sum[i] += loss
+            self._loss_sum += losses.detach()
+            for i, run in enumerate(self.runs):
                 self._loss_steps[i] += 1
                 run.step += 1
 
@@ -112,7 +112,7 @@ class PopulationTrainer:
 
     def take_loss(self, row):
         """Mean training loss of run `row` since the last call for it."""
-        loss = self._loss_sum[row] / max(1, self._loss_steps[row])
+        loss = self._loss_sum[row].item() / max(1, self._loss_steps[row])
         self._loss_sum[row], self._loss_steps[row] = 0.0, 0
         return loss
 

@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from cli import add_runtime_flags, run_main
 from diffusion_model import build_diffusion
-from model_io import DIFFUSION_KIND, GENERATED_KIND, load_checkpoint, pick_device, save_checkpoint
-from tinynn import FlatLayout, TinyNN, clamp_running_var, prune_to
+from model_io import DIFFUSION_KIND, load_checkpoint, pick_device, save_generated
+from tinynn import FlatLayout, clamp_running_var, prune_to
 from vae_diffusion import DiffusionSpace
 
 BN_HANDLING = ("generated: BatchNorm running statistics are part of the generated vector "
@@ -42,19 +42,6 @@ def generate(space, diffusion, num_models, sampler, steps, eta, seed, device, qu
     progress = None if quiet else (lambda it, total: tqdm(it, total=total, desc=sampler, unit="step"))
     samples = diffusion.sample(num_models, sampler=sampler, steps=steps, eta=eta, generator=gen, progress=progress)
     return space.to_weights(samples)
-
-
-def write_models(weights, layout, tinynn_config, out, source, dataset):
-    """One TinyNN state_dict per model and one stacked file; `dataset` is the description of
-    the split the generator was trained on (WeightDataset.from_description rebuilds it)."""
-    os.makedirs(out, exist_ok=True)
-    width = max(3, len(str(len(weights) - 1)))
-    for i, w in enumerate(weights):
-        state = layout.unflatten(w.clone())
-        TinyNN(**tinynn_config).load_state_dict(state)  # proves it loads before it is written
-        save_checkpoint(state, os.path.join(out, f"model_{i:0{width}d}.pt"))
-    save_checkpoint(dict(kind=GENERATED_KIND, weights=weights, tinynn=tinynn_config, layout=layout.to_json(),
-                         batchnorm=BN_HANDLING, source=source, dataset=dataset), os.path.join(out, "generated.pt"))
 
 
 def main(args):
@@ -80,7 +67,7 @@ def main(args):
                   seed=args.seed, prune_to=args.prune_to, seconds=round(seconds, 2), device=str(device),
                   vae=ckpt["space"]["vae"],
                   negative_running_var_clamped=clamped)
-    write_models(weights, layout, ckpt["tinynn"], out, source, ckpt["dataset"])
+    save_generated(weights, layout, ckpt["tinynn"], out, source, ckpt["dataset"], BN_HANDLING)
     print(f"{args.num_models} TinyNNs sampled in {seconds:.1f}s ({ckpt['space']['space']} space, {args.sampler}"
           f"{'-' + str(args.steps) if args.sampler == 'ddim' else ''}, {device}); written to {out}\n"
           f"BatchNorm: {BN_HANDLING}; {clamped} variances clamped")

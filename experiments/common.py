@@ -65,3 +65,59 @@ def common_flags(p, dataset=True):
     p.add_argument("--train_models", type=int, default=50,
                    help="training checkpoints evaluated beside them (default 50)")
     add_runtime_flags(p, seed=False, quiet=False)
+
+
+# The columns of report_rows, for write_table.
+REPORT_COLUMNS = ["dataset", "models", "n", "acc_mean", "acc_min", "above_min_acc", "new", "max_overlap",
+                  "disagreement", "functionally_distinct", "ens_k_gen", "ens_k_runs", "ens_all_gen"]
+
+
+def group_row(dataset, label, group, report):
+    """The report's figures of one group of networks ("generated", "training checkpoints", ...)."""
+    s = report["summary"][group]
+    return dict(dataset=dataset, models=label, n=s["accuracy"]["n"], acc_mean=s["accuracy"]["mean"],
+                acc_min=s["accuracy"]["min"], above_min_acc=s["accuracy"]["above_min_acc"], new=s.get("new", "-"),
+                max_overlap=s["max_error_overlap"]["median"], disagreement=s["pairwise_disagreement"]["median"],
+                functionally_distinct=s["functionally_distinct"])
+
+
+def ensemble_figures(report):
+    """{ens_k_gen, ens_k_runs, ens_all_gen}: ensembles of K generated networks, of one training
+    checkpoint per run (K runs) and of all generated networks."""
+    ens = report["ensembles"]
+    pick = lambda prefix: next(v["accuracy"] for k, v in ens.items() if k.startswith(prefix))
+    return dict(ens_k_gen=pick("generated (first"), ens_k_runs=pick("training checkpoints"),
+                ens_all_gen=pick("generated (all"))
+
+
+def report_rows(dataset, reports):
+    """Table rows of evaluate_generated.py reports [(name, report), ...] of one dataset: the training
+    and fresh rows once (from the first report), then a row per generator."""
+    first = reports[0][1]
+    none = dict(ens_k_gen="-", ens_k_runs="-", ens_all_gen="-")
+    rows = [dict(group_row(dataset, group, group, first), **none) for group in ("training checkpoints", "fresh seeds")]
+    return rows + [dict(group_row(dataset, f"generated: {name}", "generated", report), **ensemble_figures(report))
+                   for name, report in reports]
+
+
+def plot_overlap_scatter(per_dataset, path):
+    """Accuracy against max error overlap of every network, one panel per dataset
+    ({dataset: [(name, report), ...]}), the fresh seeds' bar as a line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(per_dataset), figsize=(6.5 * len(per_dataset), 5), squeeze=False)
+    for ax, (dataset, reports) in zip(axes[0], per_dataset.items()):
+        first = reports[0][1]
+        groups = [(g, first["per_model"][g]) for g in first["per_model"] if g != "generated"]
+        groups += [(f"generated: {name}", rep["per_model"]["generated"]) for name, rep in reports]
+        for label, r in groups:
+            ax.scatter(r["max_error_overlap"], r["accuracy"], s=10, alpha=0.6, label=label)
+        ax.axvline(first["new_bar"], color="k", ls="--", lw=0.8, label="fresh seeds' 95th percentile (the bar)")
+        ax.axhline(first["min_acc"], color="gray", ls=":", lw=0.8, label="--min_acc")
+        ax.set(xlabel="max error overlap with any training checkpoint", ylabel="test accuracy",
+               title=f"{dataset}: new networks sit left of the bar, above min_acc")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -23,11 +23,9 @@ import json
 import os
 import shlex
 
-import numpy as np
-
 import checkpoint_dataset as cd
 from cli import run_step, runtime_argv
-from experiments.common import common_flags, write_table
+from experiments.common import REPORT_COLUMNS, common_flags, plot_overlap_scatter, report_rows, write_table
 
 VARIANTS = {
     "default": ("", "", ""),
@@ -70,61 +68,6 @@ def build(dataset, name, flags, args):
     return os.path.join(out, "report.json")
 
 
-def group_key(label):
-    return "generated" if label.startswith("generated") else label
-
-
-def group_row(dataset, label, summary, report):
-    a = summary["accuracy"]
-    return dict(dataset=dataset, models=label, n=len(report["per_model"][group_key(label)]["accuracy"]), acc_mean=a["mean"], acc_min=a["min"],
-                above_min_acc=a["above_min_acc"], new=summary.get("new", "-"),
-                max_overlap=summary["max_error_overlap"]["median"],
-                disagreement=summary["pairwise_disagreement"]["median"],
-                functionally_distinct=summary["functionally_distinct"])
-
-
-def ensemble_figures(report):
-    """(K generated, K training runs, all generated) ensemble accuracies."""
-    ens = report["ensembles"]
-    pick = lambda prefix: next(v["accuracy"] for k, v in ens.items() if k.startswith(prefix))
-    return pick("generated (first"), pick("training checkpoints"), pick("generated (all")
-
-
-def rows_of(dataset, reports):
-    """The training and fresh rows once per dataset (from its first report), then a row per variant."""
-    first = reports[0][1]
-    rows = []
-    for group in ("training checkpoints", "fresh seeds"):
-        rows.append(dict(group_row(dataset, group, first["summary"][group], first), ens_k_gen="-",
-                         ens_k_runs="-", ens_all_gen="-"))
-    for name, report in reports:
-        k_gen, k_runs, all_gen = ensemble_figures(report)
-        rows.append(dict(group_row(dataset, f"generated: {name}", report["summary"]["generated"], report),
-                         ens_k_gen=k_gen, ens_k_runs=k_runs, ens_all_gen=all_gen))
-    return rows
-
-
-def plot(per_dataset, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(per_dataset), figsize=(6.5 * len(per_dataset), 5), squeeze=False)
-    for ax, (dataset, reports) in zip(axes[0], per_dataset.items()):
-        first = reports[0][1]
-        groups = [(g, first["per_model"][g]) for g in first["per_model"] if g != "generated"]
-        groups += [(f"generated: {name}", rep["per_model"]["generated"]) for name, rep in reports]
-        for label, r in groups:
-            ax.scatter(r["max_error_overlap"], r["accuracy"], s=10, alpha=0.6, label=label)
-        ax.axvline(first["new_bar"], color="k", ls="--", lw=0.8, label="fresh seeds' 95th percentile (the bar)")
-        ax.axhline(first["min_acc"], color="gray", ls=":", lw=0.8, label="--min_acc")
-        ax.set(xlabel="max error overlap with any training checkpoint", ylabel="test accuracy",
-               title=f"{dataset}: new networks sit left of the bar, above min_acc")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main(args):
     variants = {name: VARIANTS[name] for name in args.variants}
     variants.update({name: (None if vae == "none" else vae, diffusion, sample) for name, vae, diffusion, sample
@@ -136,15 +79,14 @@ def main(args):
         for name, flags in variants.items():
             with open(build(dataset, name, flags, args)) as f:
                 per_dataset[dataset].append((name, json.load(f)))
-    rows = [row for dataset, reports in per_dataset.items() for row in rows_of(dataset, reports)]
+    rows = [row for dataset, reports in per_dataset.items() for row in report_rows(dataset, reports)]
     os.makedirs(args.out, exist_ok=True)
     out = os.path.join(args.out, "novelty_ablation")
     bars = ", ".join(f"{d}: {r[0][1]['new_bar']:.3f}" for d, r in per_dataset.items())
     write_table(out, f"Novelty ablation ({args.num_models} DDIM-50 networks per variant, sample seed "
                 f"{args.sample_seed}; fresh set {args.fresh_dir}; bar = fresh 95th percentile of max error overlap: "
-                f"{bars})", ["dataset", "models", "n", "acc_mean", "acc_min", "above_min_acc", "new", "max_overlap",
-                             "disagreement", "functionally_distinct", "ens_k_gen", "ens_k_runs", "ens_all_gen"], rows)
-    plot(per_dataset, out + ".png")
+                f"{bars})", REPORT_COLUMNS, rows)
+    plot_overlap_scatter(per_dataset, out + ".png")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,14 @@ import pytest
 import torch
 
 from baselines import distinct, nearest_within
+from cifar10 import standardize
 from conftest import DATA_DIR, TINY, private_copy, run_script
 from model_io import VAE_KIND, load_checkpoint
+from tinynn import model_from_flat
+from tinynn_training import evaluate_flat
 from weight_dataset import WeightDataset
 
+from experiments.midpoints import GROUPS, checkpoint_pairs, reestimate_bn
 from experiments.novelty import novelty_rows
 
 SMALL = ["--num_models", "3", "--train_models", "3", "--data_dir", DATA_DIR, "--no_download", "--device", "cpu"]
@@ -98,22 +102,58 @@ def test_distinct_counts_repeated_networks_once():
     assert nearest_within(z).tolist() == pytest.approx([0.001 / 2 ** 0.5, 0.001 / 2 ** 0.5, 0, 0, (65 / 2) ** 0.5])
 
 
-def test_novelty_ablation_tabulates_every_variant_and_resumes(dataset, tmp_path):
-    fresh = tmp_path / "fresh"
-    run_script("Gen_Diffusion_Dataset.py", "--checkpoint_dir", fresh, "--runs", "2", "--seed", "1", *TINY)
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fresh") / "fresh"
+    run_script("Gen_Diffusion_Dataset.py", "--checkpoint_dir", folder, "--runs", "2", "--seed", "1", *TINY)
+    return folder
+
+
+def test_novelty_ablation_tabulates_every_variant_and_resumes(dataset, fresh, tmp_path):
     out = tmp_path / "ablation"
     args = ["-m", "experiments.novelty_ablation", "--datasets", dataset, "--fresh_dir", fresh, "--variants",
-            "default", "direct", "--add", "eta1", "", "", "--eta 1", "--vae_epochs", "2",
+            "default", "--add", "direct_eta1", "none", "--space weights --batch_size 32", "--eta 1", "--vae_epochs", "2",
             "--diffusion_epochs", "2", "--baseline_models", "2", "--out", out, *SMALL]
     run_script(*args)
     rows = json.load(open(out / "novelty_ablation.json"))
     assert [r["models"] for r in rows] == ["training checkpoints", "fresh seeds", "generated: default",
-                                          "generated: direct", "generated: eta1"]
+                                          "generated: direct_eta1"]
     for r in rows[2:]:
         assert r["n"] == 3 and 0 <= r["new"] <= 1 and 0 <= r["acc_min"] <= r["acc_mean"] <= 1
         assert 0 < r["ens_all_gen"] <= 1 and r["ens_k_runs"] == rows[2]["ens_k_runs"]
     assert rows[1]["n"] == 8 and (out / "novelty_ablation.png").stat().st_size > 0
-    # eta1 has no VAE flags: it shares the dataset's VAE; direct needs none
+    # default has no VAE flags: the dataset's own VAE; direct diffusion needs none
     assert (dataset / "vae" / "vae.pt").exists() and not [p for p in dataset.iterdir() if p.name.startswith("vae_")]
+    assert json.load(open(dataset / "diffusion_direct_eta1" / "ablation_samples" / "report.json"))["source"]["eta"] == 1
     again = run_script(*args)
     assert "$ python" not in again.stdout and json.load(open(out / "novelty_ablation.json")) == rows
+
+
+def test_midpoints_at_alpha_0_are_the_first_checkpoints(dataset, fresh, cifar):
+    """alpha 0: the interpolated group is the first checkpoint of each pair, as it was trained."""
+    run_script("-m", "experiments.midpoints", "--checkpoint_dir", dataset, "--fresh_dir", fresh, "--alpha", "0",
+               "--bn_images", "500", *SMALL)
+    root = dataset / "midpoints"
+    rows = json.load(open(root / "midpoints.json"))
+    assert [r["models"] for r in rows] == ["training checkpoints", "fresh seeds"] + [f"generated: {g}" for g in GROUPS]
+    ds = WeightDataset(str(dataset))
+    pairs = checkpoint_pairs(ds, 3, seed=0)
+    first = ds.standardizer.destandardize(ds.train[pairs[:, 0]])
+    report = json.load(open(root / "aligned_BN_interpolated" / "report.json"))
+    expected = evaluate_flat(first, ds.layout, ds.tinynn_config, cifar.test_images, cifar.test_labels)
+    assert report["per_model"]["generated"]["accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert (root / "midpoints.png").stat().st_size > 0
+
+
+def test_reestimated_batchnorm_holds_the_statistics_of_the_images(dataset, cifar):
+    ds = WeightDataset(str(dataset))
+    w = ds.standardizer.destandardize(ds.train[:1])
+    images = cifar.train_images[:300]
+    out = reestimate_bn(w, ds, images, batch_size=300)  # one batch: the plain mean and variance
+    model = model_from_flat(w[0], ds.layout, ds.tinynn_config)
+    with torch.no_grad():  # the first BatchNorm sees the pooled first convolution
+        pre = model.features[0][1](model.features[0][0](standardize(images)))
+    state = ds.layout.unflatten(out[0])
+    assert state["features.0.2.running_mean"] == pytest.approx(pre.mean((0, 2, 3)), abs=1e-4)
+    assert state["features.0.2.running_var"] == pytest.approx(pre.var((0, 2, 3)), rel=1e-3)
+    assert torch.equal(state["features.0.0.weight"], ds.layout.unflatten(w[0])["features.0.0.weight"])

@@ -1,0 +1,126 @@
+"""Experiment: networks between training runs. Are the points between two aligned runs accurate,
+and are they new networks by the fresh-seed bar?
+
+A generator that leaves its training modes has to put networks between runs; this measures
+what is there, with no learned model. From the generator's training split (WeightDataset: runs
+aligned by weight matching, as the VAE sees them), --num_models pairs of checkpoints of two
+different runs are drawn, and each pair gives the network (1 - alpha) a + alpha b (alpha from
+--alpha, default 0.5: the midpoint). Groups, each written as a generated.pt and judged by
+evaluate_generated.py with --fresh_dir:
+- aligned, BN interpolated: the BatchNorm running statistics interpolated with the weights;
+- aligned, BN re-estimated: running statistics recomputed on --bn_images training images (the
+  validation split and the test set are not used);
+- unaligned, BN re-estimated: the same without weight matching (the control: why align);
+- endpoints, BN re-estimated: the first checkpoint of each pair alone, statistics recomputed (so
+  the effect of re-estimation is not read as one of interpolation).
+Writes, in checkpoints/NAME/midpoints/: one folder per group (generated.pt, report), and
+midpoints.md/.json/.png (table and accuracy/overlap scatter).
+
+    python -m experiments.midpoints --checkpoint_dir Toy_CNN --fresh_dir Toy_CNN_fresh
+"""
+import argparse
+import json
+import os
+
+import torch
+
+import checkpoint_dataset as cd
+from cifar10 import load_cifar10, split_validation, standardize
+from cli import run_step, runtime_argv
+from experiments.common import REPORT_COLUMNS, common_flags, plot_overlap_scatter, report_rows, write_table
+from model_io import save_generated
+from tinynn import clamp_running_var, model_from_flat
+from weight_dataset import WeightDataset
+
+GROUPS = ("aligned, BN interpolated", "aligned, BN re-estimated", "unaligned, BN re-estimated",
+          "endpoints, BN re-estimated")
+
+
+def checkpoint_pairs(ds, n, seed):
+    """n (row a, row b) pairs of ds.train checkpoints from two different runs."""
+    runs = torch.tensor([r["run"] for r in ds.train_records])
+    gen = torch.Generator().manual_seed(seed)
+    pairs = []
+    while len(pairs) < n:
+        a, b = torch.randint(len(runs), (2,), generator=gen).tolist()
+        if runs[a] != runs[b]:
+            pairs.append((a, b))
+    return torch.tensor(pairs)
+
+
+def interpolate(ds, pairs, alpha):
+    """Flat weights (1 - alpha) a + alpha b of each pair, in weight units."""
+    w = ds.standardizer.destandardize(ds.train)
+    return (1 - alpha) * w[pairs[:, 0]] + alpha * w[pairs[:, 1]]
+
+
+@torch.no_grad()
+def reestimate_bn(weights, ds, images_uint8, batch_size=500):
+    """The same networks with BatchNorm running statistics recomputed on `images_uint8`
+    (an average over all of them, not a momentum average)."""
+    out = weights.clone()
+    for i, w in enumerate(weights):
+        model = model_from_flat(w, ds.layout, ds.tinynn_config)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None
+        model.train()
+        for j in range(0, len(images_uint8), batch_size):
+            model(standardize(images_uint8[j:j + batch_size]))
+        out[i] = ds.layout.flatten(model.state_dict())
+    return out
+
+
+def bn_images(manifest, data, n):
+    """n training images outside the dataset's validation split (same split as its runs)."""
+    train, _ = split_validation(len(data.train_labels), manifest["data"]["val_size"], manifest["data"]["val_seed"])
+    return data.train_images[train[:n]]
+
+
+def group_weights(folder, args):
+    aligned, unaligned = WeightDataset(folder, align=True), WeightDataset(folder, align=False)
+    pairs = checkpoint_pairs(aligned, args.num_models, args.seed)  # same rows in both: same split seed
+    images = bn_images(aligned.manifest, load_cifar10(args.data_dir, download=not args.no_download), args.bn_images)
+    mid = interpolate(aligned, pairs, args.alpha)
+    clamp_running_var(mid, aligned.layout)
+    endpoints = aligned.standardizer.destandardize(aligned.train[pairs[:, 0]])
+    return aligned, dict(zip(GROUPS, [mid, reestimate_bn(mid, aligned, images),
+                                      reestimate_bn(interpolate(unaligned, pairs, args.alpha), unaligned, images),
+                                      reestimate_bn(endpoints, aligned, images)]))
+
+
+def main(args):
+    folder = cd.dataset_folder(args.checkpoint_dir)
+    root = os.path.join(folder, "midpoints")
+    outs = {g: os.path.join(root, g.replace(", ", "_").replace(" ", "_").replace("-", "")) for g in GROUPS}
+    if not all(os.path.exists(os.path.join(o, "generated.pt")) for o in outs.values()):
+        ds, weights = group_weights(folder, args)
+        for group, w in weights.items():
+            source = dict(experiment="midpoints", group=group, alpha=args.alpha, pairs_seed=args.seed,
+                          bn_images=args.bn_images)
+            save_generated(w, ds.layout, ds.tinynn_config, outs[group], source, ds.description,
+                           batchnorm=group.split(", ")[1])
+    reports = []
+    for group, out in outs.items():
+        run_step(["evaluate_generated.py", "--model_path", out, "--fresh_dir", args.fresh_dir, "--train_models",
+                  args.train_models, "--baseline_models", 0, *runtime_argv(args)],
+                 skip_if=os.path.join(out, "report.json"))
+        with open(os.path.join(out, "report.json")) as f:
+            reports.append((group, json.load(f)))
+    out = os.path.join(root, "midpoints")
+    write_table(out, f"Networks between runs: alpha {args.alpha}, {args.num_models} pairs of checkpoints of two "
+                f"runs; bar {reports[0][1]['new_bar']:.3f} (fresh set {args.fresh_dir})", REPORT_COLUMNS,
+                report_rows(args.checkpoint_dir, reports))
+    plot_overlap_scatter({args.checkpoint_dir: reports}, out + ".png")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fresh_dir", required=True, help="fresh-seed checkpoint dataset (evaluate_generated.py)")
+    p.add_argument("--alpha", type=float, default=0.5, help="where between the two runs (default 0.5, the midpoint)")
+    p.add_argument("--bn_images", type=int, default=5000, help="training images for BatchNorm statistics "
+                                                                "(default 5000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pair draw (default 0)")
+    common_flags(p)
+    main(p.parse_args())
