@@ -44,10 +44,15 @@ def test_a_diverging_diffusion_stops_with_one_line(dataset):
     assert out.returncode == 1 and "the training loss turned" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_a_diverging_tinynn_run_keeps_no_checkpoints(tmp_path):
-    out = gen(tmp_path / "diverged", "--runs", "1", "--lr", "1e30", "--max_epochs", "3", check=False)
-    assert "diverged and keeps no checkpoints" in out.stdout + out.stderr and "Traceback" not in out.stderr
-    assert out.returncode != 0  # the only run diverged: nothing to make a dataset of
+@pytest.mark.parametrize("population", ["1", "2"])
+def test_a_diverging_tinynn_run_keeps_no_checkpoints(tmp_path, population):
+    out = gen(tmp_path / "diverged", "--runs", population, "--population", population, "--lr", "1e30",
+              "--max_epochs", "3", check=False)
+    text = out.stdout + out.stderr
+    assert text.count("diverged and keeps no checkpoints") == int(population) and "Traceback" not in out.stderr
+    assert out.returncode != 0  # every run diverged: nothing to make a dataset of
+    runs = cd.load_manifest(str(tmp_path / "diverged"))["runs"]
+    assert all(r["diverged_at_step"] is not None and not r["complete"] for r in runs)
 
 
 def test_torchrun_shards_the_runs_into_the_same_manifest(tmp_path):
