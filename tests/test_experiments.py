@@ -113,7 +113,7 @@ def test_novelty_ablation_tabulates_every_variant_and_resumes(dataset, fresh, tm
     out = tmp_path / "ablation"
     args = ["-m", "experiments.novelty_ablation", "--datasets", dataset, "--fresh_dir", fresh, "--variants",
             "default", "--add", "direct_eta1", "none", "--space weights --batch_size 32", "--eta 1", "--vae_epochs", "2",
-            "--diffusion_epochs", "2", "--baseline_models", "2", "--out", out, *SMALL]
+            "--diffusion_epochs", "2", "--baseline_models", "0", "--out", out, *SMALL]
     run_script(*args)
     rows = json.load(open(out / "novelty_ablation.json"))
     assert [r["models"] for r in rows] == ["training checkpoints", "fresh seeds", "generated: default",
