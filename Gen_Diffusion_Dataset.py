@@ -341,7 +341,9 @@ def parse_args(argv=None):
         p.error(f"--shard must be in [0, {args.num_shards})")
     if args.workers < 1:
         p.error("--workers must be at least 1")
-    if args.population < 0 or (args.population > 1 and args.workers > 1):
+    if args.population < 0:
+        p.error("--population must be 0 (auto) or a number of runs")
+    if args.population > 1 and args.workers > 1:
         p.error("--population P > 1 trains P runs in this process: use it with --workers 1")
     return args
 
