@@ -35,8 +35,8 @@ from model_io import pick_device, write_json
 from population_training import PopulationTrainer
 from tinynn_training import RunTrainer, TrainConfig, evaluate
 
-# Runs trained together on a GPU by default. Not yet measured on a GPU: TinyNN at batch 256 leaves
-# an H100 mostly idle, and 32 runs are ~1 GB of activations (benchmarks/zoo_speed.py picks better).
+# Runs trained together on a GPU by default: a guess, not yet measured on a GPU (one TinyNN at
+# batch 256 leaves an H100 mostly idle; benchmarks/zoo_speed.py measures the sizes).
 GPU_POPULATION = 32
 
 
@@ -74,8 +74,8 @@ class Selection:
     """Checkpoint selection of one run: when to look at it next, which checkpoints it keeps, and
     its record. Shared by one-run-at-a-time training and population training."""
 
-    def __init__(self, run_id, args, steps_per_epoch):
-        self.run_id, self.args, self.seed = run_id, args, run_seed(args.seed, run_id)
+    def __init__(self, run_id, seed, args, steps_per_epoch):
+        self.run_id, self.seed, self.args = run_id, seed, args
         self.steps_per_epoch = steps_per_epoch
         self.max_steps = int(args.max_epochs * steps_per_epoch)
         self.curve, self.checkpoints, self.weights = [], [], []
@@ -130,8 +130,9 @@ class Selection:
 def generate_run(run_id, args, split, device, position=0):
     """Train one run on its own and return (run record, stacked flat weights of its checkpoints)."""
     (x, y), (val_x, val_y) = split
-    selection = Selection(run_id, args, steps_per_epoch=len(y) // args.batch_size)
-    run = RunTrainer(x, y, selection.seed, train_config=TrainConfig.from_args(args), device=device)
+    seed = run_seed(args.seed, run_id)
+    run = RunTrainer(x, y, seed, train_config=TrainConfig.from_args(args), device=device)
+    selection = Selection(run_id, seed, args, run.steps_per_epoch)
     layout = FlatLayout.of(run.model)
     bar = tqdm(total=args.ckpts_per_run, desc=f"run {run_id}", position=position, leave=False,
                unit="ckpt", disable=args.quiet)
@@ -157,8 +158,9 @@ def generate_population(run_ids, args, split, device):
                leave=False, unit="ckpt", disable=args.quiet)
     while pending or selections:
         while pending and len(selections) < args.population:
-            selection = Selection(pending.pop(0), args, steps_per_epoch=len(y) // args.batch_size)
-            pop.add(selection.seed)
+            run_id = pending.pop(0)
+            seed = run_seed(args.seed, run_id)
+            selection = Selection(run_id, seed, args, pop.add(seed).steps_per_epoch)
             selections.append(selection)
             looks.append(selection.steps_to_look(0))
         pop.train(min(look - run.step for look, run in zip(looks, pop.runs)))
@@ -175,7 +177,7 @@ def generate_population(run_ids, args, split, device):
         if finished:
             pop.remove(finished)
         selections = [s for i, s in enumerate(selections) if i not in finished]
-        looks = [s for i, s in enumerate(looks) if i not in finished]
+        looks = [look for i, look in enumerate(looks) if i not in finished]
     bar.close()
 
 

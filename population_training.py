@@ -89,7 +89,7 @@ class PopulationTrainer:
         self._template.train()
         for _ in range(n_steps):
             for i, run in enumerate(self.runs):
-                if run.prune_step is not None and run.masks is None and run.step >= run.prune_step:
+                if run.prune_due:
                     self._prune(i)
             xs, ys = zip(*(run.next_batch() for run in self.runs))
             losses = vmap(self._loss)(self.params, self.buffers, torch.stack(xs), torch.stack(ys))

@@ -109,6 +109,11 @@ class RunTrainer:
         self.prune_step = round(self.cfg.prune_at * self.total_steps) if self.cfg.prune else None
 
     @property
+    def prune_due(self):
+        """True at the step where a run that prunes has reached --prune_at and not pruned yet."""
+        return self.prune_step is not None and self.masks is None and self.step >= self.prune_step
+
+    @property
     def sparse_ready(self):
         """False while a run that prunes has not pruned yet (its checkpoints would be dense)."""
         return self.prune_step is None or self.masks is not None
@@ -151,7 +156,7 @@ class RunTrainer:
         for _ in range(n_steps):
             for g in self.opt.param_groups:
                 g["lr"] = self.lr_at(self.step)
-            if self.prune_step is not None and self.masks is None and self.step >= self.prune_step:
+            if self.prune_due:
                 self._prune()
             x, y = self.next_batch()
             loss = F.cross_entropy(self.model(x), y, label_smoothing=self.cfg.label_smoothing)

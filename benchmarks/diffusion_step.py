@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from diffusion_model import DENOISERS, DIFFUSION_DEFAULTS, GaussianDiffusion
+from diffusion_model import DENOISERS, GaussianDiffusion
 from model_io import pick_device
 from training_utils import EMA, descend
 
@@ -36,8 +36,7 @@ def timed_ms(fn, device, n):
 
 def trainer(args, device, compile_mode=None):
     torch.manual_seed(0)
-    denoiser = DENOISERS["mlp"](args.dim, DIFFUSION_DEFAULTS["hidden"], DIFFUSION_DEFAULTS["depth"],
-                                DIFFUSION_DEFAULTS["time_dim"]).to(device)
+    denoiser = DENOISERS["mlp"](args.dim).to(device)  # the constructor's defaults are train_diffusion.py's
     net = torch.compile(denoiser, mode=compile_mode) if compile_mode else denoiser
     diffusion = GaussianDiffusion(net, clip_x0=4.0).to(device)
     opt = torch.optim.AdamW(denoiser.parameters(), lr=1e-4, weight_decay=0.0, fused=True)

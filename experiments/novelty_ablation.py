@@ -39,10 +39,6 @@ __doc__ += "; ".join(f"{k}: {v[0] if v[0] is not None else '(no VAE)'} | {v[1]} 
                      for k, v in VARIANTS.items()) + "."
 
 
-def vae_path(folder, name, vae_flags):
-    return os.path.join(folder, "vae" if not vae_flags else f"vae_{name}", "vae.pt")
-
-
 def build(dataset, name, flags, args):
     """VAE, diffusion, samples and report of one variant on one dataset; returns the report path."""
     vae_flags, diffusion_flags, sample_flags = flags
@@ -50,11 +46,11 @@ def build(dataset, name, flags, args):
     diffusion = ["train_diffusion.py", "--checkpoint_dir", dataset, "--run_name", f"diffusion_{name}",
                  "--epochs", args.diffusion_epochs, "--quiet", *shlex.split(diffusion_flags)]
     if vae_flags is not None:
-        vae = vae_path(folder, name, vae_flags)
-        run_step(["train_vae.py", "--checkpoint_dir", dataset, "--run_name", os.path.basename(os.path.dirname(vae)),
-                  "--epochs", args.vae_epochs, "--final_models", 20, "--quiet", *shlex.split(vae_flags),
-                  *runtime_argv(args)], skip_if=os.path.join(os.path.dirname(vae), "final.json"))
-        diffusion += ["--vae_path", vae]
+        vae_run = f"vae_{name}" if vae_flags else "vae"  # no VAE flags: the dataset's own VAE, shared
+        run_step(["train_vae.py", "--checkpoint_dir", dataset, "--run_name", vae_run, "--epochs", args.vae_epochs,
+                  "--final_models", 20, "--quiet", *shlex.split(vae_flags), *runtime_argv(args)],
+                 skip_if=os.path.join(folder, vae_run, "final.json"))
+        diffusion += ["--vae_path", os.path.join(folder, vae_run, "vae.pt")]
     model = os.path.join(folder, f"diffusion_{name}", "diffusion.pt")
     run_step(diffusion + runtime_argv(args, data=False), skip_if=os.path.join(os.path.dirname(model), "loss.png"))
     out = os.path.join(os.path.dirname(model), "ablation_samples")
