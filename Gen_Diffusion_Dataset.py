@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 import checkpoint_dataset as cd
-from cifar10 import AUGMENTATIONS, load_cifar10, split_validation
+from cifar10 import AUGMENTATIONS, held_out_split, load_cifar10
 from cli import add_runtime_flags, run_main
 from tinynn import TINYNN_DEFAULTS, FlatLayout, TinyNN
 from model_io import pick_device, write_json
@@ -64,10 +64,7 @@ def dataset_settings(args):
 def load_split(args, device):
     """Training images (minus the held-out validation split) and the validation split."""
     data = load_cifar10(args.data_dir, device, download=not args.no_download)
-    train, val = split_validation(len(data.train_labels), args.val_size, args.seed)
-    if args.train_size:
-        train = train[:args.train_size]
-    return (data.train_images[train], data.train_labels[train]), (data.train_images[val], data.train_labels[val])
+    return held_out_split(data, args.val_size, args.seed, args.train_size)
 
 
 class Selection:

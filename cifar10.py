@@ -93,6 +93,16 @@ def split_validation(n, val_size, seed):
     return perm[val_size:], perm[:val_size]
 
 
+def held_out_split(data, val_size, seed, train_size=0):
+    """((train images, labels), (validation images, labels)) of a Cifar10: the split a checkpoint
+    dataset records in its settings ("data": val_size, val_seed, train_size). Validation images
+    choose checkpoints (and generated networks), never the test set."""
+    train, val = split_validation(len(data.train_labels), val_size, seed)
+    if train_size:
+        train = train[:train_size]
+    return (data.train_images[train], data.train_labels[train]), (data.train_images[val], data.train_labels[val])
+
+
 def standardize(x):
     """Images in [0, 1] (float) or uint8 -> per-channel standardised float32, channels_last
     because that is the fast layout for convolutions on both CPU and GPU."""

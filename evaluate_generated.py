@@ -205,6 +205,11 @@ def markdown(summary, report):
                      f"| {s['pairwise_disagreement']['median']:.3f} | {s['functionally_distinct']} |")
     lines += ["", "Ensembles (accuracy of the averaged softmax):", "", "| networks | n | accuracy |", "|---|---|---|"]
     lines += [f"| {name} | {e['n']} | {e['accuracy']:.4f} |" for name, e in report["ensembles"].items()]
+    r = report["source"].get("rejection")
+    if r:
+        lines += ["", f"Generated networks were drawn with rejection (sample.py --reject_below {r['reject_below']}, "
+                      f"validation images): {r['drawn']} drawn, {r['rejected_share']:.1%} rejected, "
+                      f"{r['check_seconds']:.1f} s of checks."]
     h = report["heldout"]
     if h:
         lines += ["", f"VAE reconstructions of the held-out run ({h['n']} checkpoints): originals "

@@ -13,15 +13,19 @@ vector), so each network is usable as it is; no re-estimation on data.
 """
 import argparse
 import os
+import sys
 import time
 
 import torch
 from tqdm import tqdm
 
+import checkpoint_dataset as cd
+from cifar10 import held_out_split, load_cifar10
 from cli import add_runtime_flags, run_main
 from diffusion_model import build_diffusion
 from model_io import DIFFUSION_KIND, load_checkpoint, pick_device, save_generated
 from tinynn import FlatLayout, clamp_running_var, prune_to
+from tinynn_training import evaluate_flat
 from vae_diffusion import DiffusionSpace
 
 BN_HANDLING = ("generated: BatchNorm running statistics are part of the generated vector "
@@ -36,12 +40,65 @@ def load_generator(ckpt, device, vae_path=None):
     return space, build_diffusion(ckpt).to(device)
 
 
-def generate(space, diffusion, num_models, sampler, steps, eta, seed, device, quiet=False):
-    """Flat TinyNN weights [num_models, n_params]: diffusion samples decoded into weights."""
-    gen = torch.Generator(device=device).manual_seed(seed)
+def generate(space, diffusion, num_models, sampler, steps, eta, gen, quiet=False):
+    """Flat TinyNN weights [num_models, n_params]: diffusion samples decoded into weights; the
+    noise comes from the torch.Generator `gen`."""
     progress = None if quiet else (lambda it, total: tqdm(it, total=total, desc=sampler, unit="step"))
     samples = diffusion.sample(num_models, sampler=sampler, steps=steps, eta=eta, generator=gen, progress=progress)
     return space.to_weights(samples)
+
+
+def finish(weights, layout, prune_share):
+    """The networks as they are saved: negative running variances clamped, optionally pruned.
+    Returns how many variances were clamped."""
+    clamped = clamp_running_var(weights, layout)
+    if prune_share:
+        prune_to(weights, layout, prune_share)
+    return clamped
+
+
+def validation_check(ckpt, layout, args, device):
+    """f(weights) -> validation accuracy of each network, on the images the checkpoint dataset
+    held out of TinyNN training (its settings record the split); never the test set."""
+    data_settings = cd.load_manifest(ckpt["dataset"]["folder"])["data"]
+    data = load_cifar10(args.data_dir, device, download=not args.no_download)
+    _, (images, labels) = held_out_split(data, data_settings["val_size"], data_settings["val_seed"],
+                                         data_settings["train_size"])
+    print(f"rejecting networks below {args.reject_below} on {len(labels)} validation images")
+    return lambda w: torch.tensor(evaluate_flat(w, layout, ckpt["tinynn"], images, labels, device))
+
+
+def draw(space, diffusion, layout, args, device, check=None):
+    """(weights, clamped variances, rejection record or None). Without a check: num_models
+    networks. With one: draws of num_models from the same noise stream until num_models pass
+    --reject_below (the first draw is the networks sampled without rejection) or max_draws are spent."""
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    if check is None:
+        weights = generate(space, diffusion, args.num_models, args.sampler, args.steps, args.eta, gen, args.quiet)
+        return weights, finish(weights, layout, args.prune_to), None
+    max_draws = args.max_draws or 10 * args.num_models
+    kept, clamped, drawn, check_seconds = [], 0, 0, 0.0
+    while sum(map(len, kept)) < args.num_models and drawn < max_draws:
+        n = min(args.num_models, max_draws - drawn)
+        weights = generate(space, diffusion, n, args.sampler, args.steps, args.eta, gen, args.quiet)
+        clamped += finish(weights, layout, args.prune_to)
+        t0 = time.time()
+        acc = check(weights)
+        check_seconds += time.time() - t0
+        kept.append(weights[acc >= args.reject_below])
+        drawn += n
+    weights = torch.cat(kept)[:args.num_models]
+    if not len(weights):
+        sys.exit(f"error: none of {drawn} networks reached {args.reject_below} on the validation images; "
+                 f"lower --reject_below or raise --max_draws")
+    passed = sum(map(len, kept))
+    record = dict(reject_below=args.reject_below, drawn=drawn, passed=passed, accepted=len(weights),
+                  rejected_share=1 - passed / drawn, check_seconds=round(check_seconds, 2))
+    print(f"drew {drawn} networks, {record['rejected_share']:.1%} below {args.reject_below} on validation images "
+          f"({check_seconds:.1f}s of checks)")
+    if len(weights) < args.num_models:
+        print(f"warning: only {len(weights)} of {args.num_models} networks passed in {drawn} draws (--max_draws)")
+    return weights, clamped, record
 
 
 def main(args):
@@ -51,14 +108,11 @@ def main(args):
                                    f"samples_{args.sampler}_{args.steps if args.sampler == 'ddim' else 'all'}"
                                    f"_seed{args.seed}")
     space, diffusion = load_generator(ckpt, device, args.vae_path)
-    t0 = time.time()  # sampling and decoding only, not loading
-    weights = generate(space, diffusion, args.num_models, args.sampler, args.steps, args.eta, args.seed, device,
-                       args.quiet)
-    seconds = time.time() - t0
     layout = FlatLayout.from_json(ckpt["space"]["standardizer"]["layout"])
-    clamped = clamp_running_var(weights, layout)
-    if args.prune_to:
-        prune_to(weights, layout, args.prune_to)
+    check = validation_check(ckpt, layout, args, device) if args.reject_below else None
+    t0 = time.time()  # sampling, decoding and checking only, not loading
+    weights, clamped, rejection = draw(space, diffusion, layout, args, device, check)
+    seconds = time.time() - t0
     finite = torch.isfinite(weights).all(1)
     if not finite.all():
         print(f"warning: {int((~finite).sum())} of {len(weights)} generated vectors hold NaN/inf")
@@ -66,9 +120,9 @@ def main(args):
                   steps=args.steps if args.sampler == "ddim" else ckpt["diffusion_args"]["timesteps"], eta=args.eta,
                   seed=args.seed, prune_to=args.prune_to, seconds=round(seconds, 2), device=str(device),
                   vae=ckpt["space"]["vae"],
-                  negative_running_var_clamped=clamped)
+                  negative_running_var_clamped=clamped, rejection=rejection)
     save_generated(weights, layout, ckpt["tinynn"], out, source, ckpt["dataset"], BN_HANDLING)
-    print(f"{args.num_models} TinyNNs sampled in {seconds:.1f}s ({ckpt['space']['space']} space, {args.sampler}"
+    print(f"{len(weights)} TinyNNs sampled in {seconds:.1f}s ({ckpt['space']['space']} space, {args.sampler}"
           f"{'-' + str(args.steps) if args.sampler == 'ddim' else ''}, {device}); written to {out}\n"
           f"BatchNorm: {BN_HANDLING}; {clamped} variances clamped")
 
@@ -85,8 +139,14 @@ def parse_args(argv=None):
     p.add_argument("--prune_to", type=float, default=0.0,
                    help="zero this share of the smallest weights of every conv and linear layer of each generated "
                         "network (magnitude pruning; default 0: as generated)")
+    p.add_argument("--reject_below", type=float, default=0.0,
+                   help="keep only networks with at least this accuracy on the checkpoint dataset's validation "
+                        "images (held out of TinyNN training; never the test set), drawing more until "
+                        "--num_models pass (default 0: keep all)")
+    p.add_argument("--max_draws", type=int, default=0,
+                   help="with --reject_below: networks drawn at most (default 0: 10 x --num_models)")
     p.add_argument("--out", default=None, help="output folder (default next to the model)")
-    add_runtime_flags(p, data=False, seed_help="seed of the initial noise (and DDPM/DDIM eta noise; default 0)")
+    add_runtime_flags(p, seed_help="seed of the initial noise (and DDPM/DDIM eta noise; default 0)")
     return p.parse_args(argv)
 
 

@@ -80,3 +80,43 @@ def test_report_of_a_vae_that_held_out_a_run_shows_that_run_reconstructed(pipeli
     held = report["heldout"]
     assert held["n"] == 3 and 0 <= held["reconstructed"]["mean"] <= 1 and 0 <= held["original"]["mean"] <= 1
     assert "reconstructions of the held-out run" in (out / "report.md").read_text()
+
+
+def test_rejection_keeps_the_first_draws_networks_that_pass_on_validation_images(pipeline, cifar, tmp_path):
+    """--reject_below: the first draw is the plain sample of the same seed; kept are its networks
+    that reach the bar on the dataset's validation images (in order), then later draws' ones."""
+    from cifar10 import held_out_split
+    from tinynn import FlatLayout
+    from tinynn_training import evaluate_flat
+    model = pipeline / "diffusion_weights" / "diffusion.pt"
+    common = ["--model_path", model, "--num_models", "4", "--steps", "5", "--quiet", "--device", "cpu",
+              "--data_dir", DATA_DIR, "--no_download"]
+    run_script("sample.py", *common, "--out", tmp_path / "plain")
+    plain = load_checkpoint(str(tmp_path / "plain" / "generated.pt"), "generated-tinynns")
+    settings = json.load(open(pipeline / "manifest.json"))["data"]
+    _, (images, labels) = held_out_split(cifar, settings["val_size"], settings["val_seed"], settings["train_size"])
+    layout = FlatLayout.from_json(plain["layout"])
+
+    def val_acc(w):
+        return torch.tensor(evaluate_flat(w, layout, plain["tinynn"], images, labels))
+    acc = val_acc(plain["weights"])
+    bar = float(acc.max())  # the tiny generator's networks are near chance; some of them fall short of this
+    run_script("sample.py", *common, "--reject_below", bar, "--max_draws", "12", "--out", tmp_path / "kept")
+    kept = load_checkpoint(str(tmp_path / "kept" / "generated.pt"), "generated-tinynns")
+    passing = plain["weights"][acc >= bar]
+    assert 0 < len(passing) and torch.equal(kept["weights"][:len(passing)], passing)
+    assert (val_acc(kept["weights"]) >= bar).all()
+    record = kept["source"]["rejection"]
+    assert record["accepted"] == len(kept["weights"]) and 4 <= record["drawn"] <= 12
+    first_draw_rejected = int((acc < bar).sum())
+    assert first_draw_rejected > 0, acc
+    assert record["drawn"] - record["passed"] >= first_draw_rejected and record["passed"] >= record["accepted"]
+    assert record["rejected_share"] == 1 - record["passed"] / record["drawn"]
+    run_script("evaluate_generated.py", "--model_path", tmp_path / "kept", "--train_models", "2",
+               "--baseline_models", "0", "--data_dir", DATA_DIR, "--no_download", "--device", "cpu")
+    assert "rejected" in (tmp_path / "kept" / "report.md").read_text()
+    # A bar no network reaches: one clear line, nothing written.
+    out = run_script("sample.py", *common, "--reject_below", "1.01", "--max_draws", "4", "--out", tmp_path / "none",
+                     check=False)
+    assert out.returncode != 0 and "none of 4 networks reached 1.01" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "none" / "generated.pt").exists()
