@@ -6,7 +6,8 @@ seeds, simple baselines, and measures of how new they are.
 
 --model_path is a folder written by sample.py (or its generated.pt), which records the dataset
 and the very split its generator was trained on (so with train_vae.py --max_train N, "training
-checkpoints" are those N). On the full CIFAR-10 test set it evaluates every generated network,
+checkpoints" are those N). On the CIFAR-10 test set (all 10,000 images unless --test_images
+says fewer) it evaluates every generated network,
 --train_models random training checkpoints, --fresh_models checkpoints of --fresh_dir (a dataset
 made by Gen_Diffusion_Dataset.py with the same recipe and another --seed: runs the generator
 never saw), and --baseline_models of each baseline (training weights plus Gaussian noise at
@@ -184,7 +185,9 @@ def summarize(results, counts, pairwise, functional_counts, min_acc):
 
 def markdown(summary, report):
     bar, func = report["new_bar"], report["functional_threshold"]
-    lines = [f"Test accuracy on the full CIFAR-10 test set (min_acc = {report['min_acc']}); novelty against "
+    n_test = report["test_images"]
+    test_set = "the full CIFAR-10 test set" if n_test == 10000 else f"the first {n_test} CIFAR-10 test images"
+    lines = [f"Test accuracy on {test_set} (min_acc = {report['min_acc']}); novelty against "
              f"the {summary[TRAIN]['accuracy']['n']} training checkpoints evaluated. New: accuracy >= min_acc and "
              + (f"max error overlap <= {bar:.3f} (fresh seeds' 95th percentile)" if bar is not None else
                 "max error overlap <= the fresh seeds' 95th percentile (pass --fresh_dir)")
@@ -260,9 +263,11 @@ def main(args):
     if ds.layout != layout:
         raise CheckpointError(f"the generated models and {folder} have different TinyNN layouts")
     data = load_cifar10(args.data_dir, device, download=not args.no_download)
-    labels = data.test_labels.cpu()
+    test_images, test_labels = data.test_images[:args.test_images or None], data.test_labels[:args.test_images or None]
+    n_test = len(test_labels)
+    labels = test_labels.cpu()
     groups, runs, rows = model_groups(generated, ds, args)
-    probs = softmax_outputs(groups, ds, data.test_images, device)
+    probs = softmax_outputs(groups, ds, test_images, device)
     preds = {name: p.argmax(2) for name, p in probs.items()}
     results = novelty(groups, preds, rows, ds, labels)
     min_acc = ds.manifest["selection"]["min_acc"]
@@ -272,9 +277,9 @@ def main(args):
     counts = {name: distinct(z, weight_threshold) for name, z in groups.items()}
     k = len({r["run"] for r in ds.train_records})
     summary = summarize(results, counts, pairwise, func_counts, min_acc)
-    report = dict(summary=summary, min_acc=min_acc, new_bar=bar, functional_threshold=func_threshold,
+    report = dict(summary=summary, test_images=n_test, min_acc=min_acc, new_bar=bar, functional_threshold=func_threshold,
                   distinct_threshold=weight_threshold, ensembles=ensembles(probs, runs, labels, k),
-                  heldout=heldout_reconstruction(source, ds, (data.test_images, data.test_labels), device,
+                  heldout=heldout_reconstruction(source, ds, (test_images, test_labels), device,
                                                  args.heldout_models),
                   source=source, checkpoint_dir=os.path.abspath(folder), split=ds.description,
                   fresh_dir=os.path.abspath(cd.dataset_folder(args.fresh_dir)) if args.fresh_dir else None,
@@ -302,6 +307,9 @@ def parse_args(argv=None):
                    help="training checkpoints evaluated; error overlaps are measured against them (default 100)")
     p.add_argument("--fresh_models", type=int, default=100, help="fresh networks evaluated, at most (default 100)")
     p.add_argument("--baseline_models", type=int, default=100, help="networks per baseline (default 100; 0: none)")
+    p.add_argument("--test_images", type=int, default=0,
+                   help="evaluate on the first N test images (default 0: all 10,000; fewer for quick looks and "
+                        "tests, never for figures you report)")
     p.add_argument("--average_k", type=int, default=5, help="checkpoints per averaged baseline (default 5)")
     p.add_argument("--heldout_models", type=int, default=20,
                    help="checkpoints of the held-out run reconstructed by the VAE, when it held out whole runs "

@@ -21,7 +21,7 @@ from cli import ROOT, add_runtime_flags, run_step, runtime_argv
 from model_io import write_json
 
 # The sizes of a run. small: what fits ~15 minutes of a 2-core CPU. Evaluating a network on the
-# 10k test images takes ~0.5 s there, so fewer comparison networks than evaluate_generated.py's
+# 10k test images takes ~1.6 s there, so fewer comparison networks than evaluate_generated.py's
 # defaults; with x_0 prediction the diffusion model is done after ~3,000 updates (README,
 # "diffusion epochs"), which 200 epochs of 108 latents give. seed: every script's defaults.
 PRESETS = {
@@ -50,13 +50,15 @@ def main(args):
                          "--ckpts_per_run", args.fresh_ckpts_per_run, "--min_acc", args.min_acc, "--seed",
                          args.fresh_seed, *args.dataset_flags, *common], None),
         "vae": (["train_vae.py", "--checkpoint_dir", args.name, "--epochs", args.vae_epochs, "--final_models", 20,
+                 "--test_images", args.test_images,
                  *args.vae_flags, *common], os.path.join(folder, "vae", "final.json")),
         "diffusion": (["train_diffusion.py", "--checkpoint_dir", args.name, "--epochs", args.diffusion_epochs, *device],
                       os.path.join(folder, "diffusion_latent", "loss.png")),
         "sampling": (["sample.py", "--model_path", diffusion, "--num_models", args.num_models, "--sampler", "ddim",
                       "--steps", 50, "--out", samples, *device], None),
         "evaluation": (["evaluate_generated.py", "--model_path", samples, "--fresh_dir", fresh, "--train_models",
-                        args.train_models, "--baseline_models", args.baseline_models, *common], None),
+                        args.train_models, "--baseline_models", args.baseline_models, "--test_images",
+                        args.test_images, *common], None),
     }
     seconds = {name: round(run_step(cmd, skip_if=done), 1) for name, (cmd, done) in steps.items()}
     seconds["total"] = round(time.time() - t0, 1)
@@ -82,6 +84,8 @@ def parse_args(argv=None):
     p.add_argument("--fresh_seed", type=int, default=1,
                    help="base seed of the fresh runs (default 1; the dataset's is 0)")
     p.add_argument("--min_acc", type=float, default=0.75, help="validation accuracy a checkpoint needs (default 0.75)")
+    p.add_argument("--test_images", type=int, default=0,
+                   help="evaluate on the first N test images (default 0: all 10,000; fewer only for quick looks)")
     add_runtime_flags(p, seed=False, quiet=False)
     p.add_argument("--dataset_flags", type=shlex.split, default=[],
                    help='more Gen_Diffusion_Dataset.py flags in one string, e.g. "--train_size 2000 --epochs 2"')

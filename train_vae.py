@@ -159,8 +159,9 @@ def main(args):
     plot_history(history, os.path.join(out, "vae_curves.png"))
 
     vae, _, _ = load_vae(best_path)
-    final = accuracy_report(vae.to(device), ds, (data.test_images, data.test_labels), args.final_models,
-                            device, args.seed + 1)
+    n_test = args.test_images or None
+    final = accuracy_report(vae.to(device), ds, (data.test_images[:n_test], data.test_labels[:n_test]),
+                            args.final_models, device, args.seed + 1)
     final.update(train_seconds=round(train_seconds, 1), dataset=ds.description, best_val_loss=best["val"])
     write_json(os.path.join(out, "final.json"), final)
     g = final["gap"]
@@ -209,7 +210,10 @@ def parse_args(argv=None):
     p.add_argument("--eval_models", type=int, default=10, help="networks decoded per periodic evaluation")
     p.add_argument("--eval_images", type=int, default=2000, help="test images for periodic evaluations")
     p.add_argument("--final_models", type=int, default=100,
-                   help="held-out reconstructions and prior samples in the final report (full test set)")
+                   help="held-out reconstructions and prior samples in the final report (default 100)")
+    p.add_argument("--test_images", type=int, default=0,
+                   help="the final report's test images: the first N (default 0: all 10,000; fewer only for quick "
+                        "looks and tests)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_NAME/vae_last.pt")
     add_runtime_flags(p, seed_help="seed of initialisation, shuffling and the validation split (default 0)")
     return p.parse_args(argv)

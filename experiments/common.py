@@ -18,7 +18,8 @@ def sample_and_evaluate(model_path, out, args, seed=0):
               "--steps", 50, "--seed", seed, "--out", out, "--quiet", *runtime_argv(args, data=False)],
              skip_if=os.path.join(out, "generated.pt"))
     run_step(["evaluate_generated.py", "--model_path", out, "--train_models", args.train_models,
-              "--baseline_models", 0, *runtime_argv(args)], skip_if=os.path.join(out, "report.json"))
+              "--baseline_models", 0, "--test_images", args.test_images, *runtime_argv(args)],
+             skip_if=os.path.join(out, "report.json"))
     with open(os.path.join(out, "report.json")) as f:
         return json.load(f)["summary"]
 
@@ -64,6 +65,8 @@ def common_flags(p, dataset=True):
     p.add_argument("--num_models", type=int, default=50, help="networks generated per setting (default 50)")
     p.add_argument("--train_models", type=int, default=50,
                    help="training checkpoints evaluated beside them (default 50)")
+    p.add_argument("--test_images", type=int, default=0,
+                   help="evaluate on the first N test images (default 0: all 10,000; fewer only for quick looks)")
     add_runtime_flags(p, seed=False, quiet=False)
 
 

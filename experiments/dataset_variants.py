@@ -56,8 +56,9 @@ def build(variant, args):
     run_step(["Gen_Diffusion_Dataset.py", "--checkpoint_dir", fresh, "--runs", args.fresh_runs, "--ckpts_per_run",
               args.fresh_ckpts_per_run, "--seed", args.fresh_seed, "--quiet", *flags, *runtime_argv(args)],
              skip_if=os.path.join(cd.dataset_folder(fresh), "manifest.json"))
-    run_step(["train_vae.py", "--checkpoint_dir", name, "--epochs", args.vae_epochs, "--final_models", 20, "--quiet",
-              *shlex.split(args.vae_flags), *runtime_argv(args)], skip_if=os.path.join(folder, "vae", "final.json"))
+    run_step(["train_vae.py", "--checkpoint_dir", name, "--epochs", args.vae_epochs, "--final_models", 20,
+              "--test_images", args.test_images, "--quiet", *shlex.split(args.vae_flags), *runtime_argv(args)],
+             skip_if=os.path.join(folder, "vae", "final.json"))
     diffusion = os.path.join(folder, "diffusion_latent", "diffusion.pt")
     run_step(["train_diffusion.py", "--checkpoint_dir", name, "--epochs", args.diffusion_epochs, "--quiet",
               *runtime_argv(args, data=False)], skip_if=os.path.join(folder, "diffusion_latent", "loss.png"))
@@ -70,7 +71,7 @@ def build(variant, args):
         run_step(["sample.py", "--model_path", diffusion, "--num_models", args.num_models, "--out", out, "--quiet",
                   *extra, *runtime_argv(args, data=False)], skip_if=os.path.join(out, "generated.pt"))
         run_step(["evaluate_generated.py", "--model_path", out, "--fresh_dir", fresh, "--train_models",
-                  args.train_models, "--baseline_models", 0, *runtime_argv(args)],
+                  args.train_models, "--baseline_models", 0, "--test_images", args.test_images, *runtime_argv(args)],
                  skip_if=os.path.join(out, "report.json"))
     return folder, outs
 

@@ -104,7 +104,7 @@ def main(args):
     reports = []
     for group, out in outs.items():
         run_step(["evaluate_generated.py", "--model_path", out, "--fresh_dir", args.fresh_dir, "--train_models",
-                  args.train_models, "--baseline_models", 0, *runtime_argv(args)],
+                  args.train_models, "--baseline_models", 0, "--test_images", args.test_images, *runtime_argv(args)],
                  skip_if=os.path.join(out, "report.json"))
         with open(os.path.join(out, "report.json")) as f:
             reports.append((group, json.load(f)))

@@ -48,7 +48,8 @@ def build(dataset, name, flags, args):
     if vae_flags is not None:
         vae_run = f"vae_{name}" if vae_flags else "vae"  # no VAE flags: the dataset's own VAE, shared
         run_step(["train_vae.py", "--checkpoint_dir", dataset, "--run_name", vae_run, "--epochs", args.vae_epochs,
-                  "--final_models", 20, "--quiet", *shlex.split(vae_flags), *runtime_argv(args)],
+                  "--final_models", 20, "--test_images", args.test_images, "--quiet", *shlex.split(vae_flags),
+                  *runtime_argv(args)],
                  skip_if=os.path.join(folder, vae_run, "final.json"))
         diffusion += ["--vae_path", os.path.join(folder, vae_run, "vae.pt")]
     model = os.path.join(folder, f"diffusion_{name}", "diffusion.pt")
@@ -59,7 +60,8 @@ def build(dataset, name, flags, args):
               *runtime_argv(args, data=False)], skip_if=os.path.join(out, "generated.pt"))
     baselines = args.baseline_models if name == args.variant_names[0] else 0
     run_step(["evaluate_generated.py", "--model_path", out, "--fresh_dir", args.fresh_dir, "--train_models",
-              args.train_models, "--baseline_models", baselines, *runtime_argv(args)],
+              args.train_models, "--baseline_models", baselines, "--test_images", args.test_images,
+              *runtime_argv(args)],
              skip_if=os.path.join(out, "report.json"))
     return os.path.join(out, "report.json")
 

@@ -31,7 +31,8 @@ def train_pair(n, args, base):
     # StepLR halves the rate every 30 of 100 epochs by default: keep that shape at any length.
     run_step(["train_vae.py", "--checkpoint_dir", args.checkpoint_dir, "--run_name", vae_run, "--max_train", n,
               "--epochs", vae_epochs, "--lr_step", max(1, round(0.3 * vae_epochs)), "--eval_every", vae_epochs,
-              "--save_every", max(1, vae_epochs // 20), "--final_models", 20, "--quiet", *runtime_argv(args)],
+              "--save_every", max(1, vae_epochs // 20), "--final_models", 20, "--test_images", args.test_images,
+              "--quiet", *runtime_argv(args)],
              skip_if=os.path.join(base, vae_run, "final.json"))
     run_step(["train_diffusion.py", "--checkpoint_dir", args.checkpoint_dir, "--run_name", diff_run,
               "--vae_path", os.path.join(base, vae_run, "vae.pt"),

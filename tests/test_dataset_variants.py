@@ -6,7 +6,7 @@ import torch
 
 import checkpoint_dataset as cd
 from cifar10 import standardize
-from conftest import DATA_DIR, TINY, gen, run_script
+from conftest import DATA_DIR, TEST_IMAGES, TINY, gen, run_script
 from tinynn import FlatLayout, sparsity
 from tinynn_training import RunTrainer, TrainConfig
 
@@ -60,8 +60,10 @@ def test_dataset_variants_experiment_runs_and_resumes(tmp_path):
     args = ["-m", "experiments.dataset_variants", "--variants", "default", "prune50", "--prefix", tmp_path / "V",
             "--runs", "2", "--ckpts_per_run", "4", "--fresh_runs", "1", "--fresh_ckpts_per_run", "2",
             "--vae_epochs", "2", "--diffusion_epochs", "2", "--num_models", "3", "--train_models", "3",
+            "--test_images", TEST_IMAGES,
             "--dataset_flags", TINY_FLAGS,
-            "--vae_flags", "--hidden 32 --latent_dim 4 --batch_size 2 --eval_images 200 --val_fraction 0.25",
+            "--vae_flags",
+            "--hidden 32 --latent_dim 4 --batch_size 2 --eval_images 200 --val_fraction 0.25 --final_models 2",
             "--data_dir", DATA_DIR, "--no_download", "--device", "cpu"]
     run_script(*args)
     rows = json.load(open(tmp_path / "V_variants" / "dataset_variants.json"))

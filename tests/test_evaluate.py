@@ -7,7 +7,7 @@ import torch
 
 from baselines import (all_baselines, cross_run_disagreement, disagreement, ensemble_accuracy, functionally_distinct,
                        is_new, max_error_overlap, nearest, new_network_bar, one_per_run)
-from conftest import DATA_DIR, gen, private_copy, run_script
+from conftest import DATA_DIR, TEST_IMAGES, gen, private_copy, run_script
 from model_io import save_checkpoint
 from tinynn_training import evaluate_flat
 from weight_dataset import WeightDataset
@@ -28,7 +28,8 @@ def fresh(tmp_path_factory):
 
 def evaluate(gen_dir, *extra, check=True):
     return run_script("evaluate_generated.py", "--model_path", gen_dir, "--train_models", "100",
-                      "--baseline_models", "2", "--data_dir", DATA_DIR, "--no_download", "--device", "cpu", *extra,
+                      "--baseline_models", "2", "--test_images", TEST_IMAGES, "--data_dir", DATA_DIR, "--no_download",
+                      "--device", "cpu", *extra,
                       check=check)
 
 
@@ -43,8 +44,11 @@ def test_training_checkpoints_as_generated_reproduce_their_accuracy_and_zero_dis
                     str(gen / "generated.pt"))
     evaluate(gen, "--fresh_dir", fresh)
     report = json.load(open(gen / "report.json"))
-    direct = evaluate_flat(weights, ds.layout, ds.tinynn_config, cifar.test_images, cifar.test_labels)
+    direct = evaluate_flat(weights, ds.layout, ds.tinynn_config, cifar.test_images[:TEST_IMAGES],
+                           cifar.test_labels[:TEST_IMAGES])
     assert report["per_model"]["generated"]["accuracy"] == pytest.approx(direct, abs=1e-6)
+    assert report["test_images"] == TEST_IMAGES
+    assert "the first 1000 CIFAR-10 test images" in (gen / "report.md").read_text()
     assert report["per_model"]["generated"]["nearest_distance"] == pytest.approx([0, 0, 0], abs=1e-4)
     assert report["per_model"]["generated"]["nearest_run"] == [r["run"] for r in ds.train_records[:3]]
     # --train_models 100 samples every training checkpoint, so each "generated" one meets itself.

@@ -6,7 +6,7 @@ import torch
 
 from baselines import distinct, nearest_within
 from cifar10 import standardize
-from conftest import DATA_DIR, TINY, private_copy, run_script
+from conftest import DATA_DIR, TEST_IMAGES, TINY, private_copy, run_script
 from model_io import VAE_KIND, load_checkpoint
 from tinynn import model_from_flat
 from tinynn_training import evaluate_flat
@@ -15,7 +15,8 @@ from weight_dataset import WeightDataset
 from experiments.midpoints import GROUPS, checkpoint_pairs, reestimate_bn
 from experiments.novelty import novelty_rows
 
-SMALL = ["--num_models", "3", "--train_models", "3", "--data_dir", DATA_DIR, "--no_download", "--device", "cpu"]
+SMALL = ["--num_models", "3", "--train_models", "3", "--test_images", TEST_IMAGES, "--data_dir", DATA_DIR,
+         "--no_download", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,8 @@ def test_midpoints_at_alpha_0_are_the_first_checkpoints(dataset, fresh, cifar):
     pairs = checkpoint_pairs(ds, 3, seed=0)
     first = ds.standardizer.destandardize(ds.train[pairs[:, 0]])
     report = json.load(open(root / "aligned_BN_interpolated" / "report.json"))
-    expected = evaluate_flat(first, ds.layout, ds.tinynn_config, cifar.test_images, cifar.test_labels)
+    expected = evaluate_flat(first, ds.layout, ds.tinynn_config, cifar.test_images[:TEST_IMAGES],
+                             cifar.test_labels[:TEST_IMAGES])
     assert report["per_model"]["generated"]["accuracy"] == pytest.approx(expected, abs=1e-6)
     assert (root / "midpoints.png").stat().st_size > 0
 

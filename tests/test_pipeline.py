@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cifar10 import standardize
-from conftest import DATA_DIR, private_copy, run_script
+from conftest import DATA_DIR, TEST_IMAGES, private_copy, run_script
 from model_io import load_checkpoint
 from tinynn import TinyNN
 
@@ -74,6 +74,7 @@ def test_report_of_a_vae_that_held_out_a_run_shows_that_run_reconstructed(pipeli
     run_script("sample.py", "--model_path", pipeline / "diffusion_runs" / "diffusion.pt", "--num_models", "2",
                "--steps", "5", "--out", out, "--quiet", "--device", "cpu")
     run_script("evaluate_generated.py", "--model_path", out, "--train_models", "2", "--baseline_models", "0",
+               "--test_images", TEST_IMAGES,
                "--heldout_models", "3", "--data_dir", DATA_DIR, "--no_download", "--device", "cpu")
     report = json.load(open(out / "report.json"))
     assert report["split"]["holdout"] == "runs" and report["split"]["n_val"] == 4  # run 1, whole
@@ -113,6 +114,7 @@ def test_rejection_keeps_the_first_draws_networks_that_pass_on_validation_images
     assert record["drawn"] - record["passed"] >= first_draw_rejected and record["passed"] >= record["accepted"]
     assert record["rejected_share"] == 1 - record["passed"] / record["drawn"]
     run_script("evaluate_generated.py", "--model_path", tmp_path / "kept", "--train_models", "2",
+               "--test_images", TEST_IMAGES,
                "--baseline_models", "0", "--data_dir", DATA_DIR, "--no_download", "--device", "cpu")
     assert "rejected" in (tmp_path / "kept" / "report.md").read_text()
     # A bar no network reaches: one clear line, nothing written.
