@@ -33,6 +33,10 @@ class Cifar10:
     test_labels: torch.Tensor
     classes: list
 
+    def first_test(self, n=0):
+        """The first n test images and their labels (0: all 10,000)."""
+        return self.test_images[:n or None], self.test_labels[:n or None]
+
 
 def _batches_dir(data_dir):
     """Accept either the folder holding cifar-10-batches-py or that folder itself."""

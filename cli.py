@@ -41,6 +41,14 @@ def add_runtime_flags(parser, data=True, seed=True, quiet=True, seed_help="defau
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_test_images_flag(parser, where=""):
+    """--test_images N: evaluations on the first N CIFAR-10 test images. `where` says which
+    evaluations when a script makes others too."""
+    parser.add_argument("--test_images", type=int, default=0,
+                        help=f"{where}evaluate on the first N test images (default 0: all 10,000; fewer only for "
+                             f"quick looks and tests, never for figures you report)")
+
+
 def runtime_argv(args, data=True):
     """The runtime flags of `args` as command-line arguments, to pass on to a script."""
     argv = ["--device", args.device]

@@ -43,7 +43,7 @@ from baselines import (all_baselines, cross_run_disagreement, disagreement, dist
                        greedy_count, is_new, max_error_overlap, nearest, nearest_within, new_network_bar,
                        one_per_run)
 from cifar10 import load_cifar10
-from cli import add_runtime_flags, run_main
+from cli import add_runtime_flags, add_test_images_flag, run_main
 from model_io import GENERATED_KIND, CheckpointError, load_checkpoint, pick_device, write_json
 from tinynn import FlatLayout, clamp_running_var
 from tinynn_training import evaluate_flat, probabilities_flat
@@ -263,7 +263,7 @@ def main(args):
     if ds.layout != layout:
         raise CheckpointError(f"the generated models and {folder} have different TinyNN layouts")
     data = load_cifar10(args.data_dir, device, download=not args.no_download)
-    test_images, test_labels = data.test_images[:args.test_images or None], data.test_labels[:args.test_images or None]
+    test_images, test_labels = data.first_test(args.test_images)
     n_test = len(test_labels)
     labels = test_labels.cpu()
     groups, runs, rows = model_groups(generated, ds, args)
@@ -307,9 +307,7 @@ def parse_args(argv=None):
                    help="training checkpoints evaluated; error overlaps are measured against them (default 100)")
     p.add_argument("--fresh_models", type=int, default=100, help="fresh networks evaluated, at most (default 100)")
     p.add_argument("--baseline_models", type=int, default=100, help="networks per baseline (default 100; 0: none)")
-    p.add_argument("--test_images", type=int, default=0,
-                   help="evaluate on the first N test images (default 0: all 10,000; fewer for quick looks and "
-                        "tests, never for figures you report)")
+    add_test_images_flag(p)
     p.add_argument("--average_k", type=int, default=5, help="checkpoints per averaged baseline (default 5)")
     p.add_argument("--heldout_models", type=int, default=20,
                    help="checkpoints of the held-out run reconstructed by the VAE, when it held out whole runs "

@@ -17,7 +17,7 @@ import os
 import shlex
 import time
 
-from cli import ROOT, add_runtime_flags, run_step, runtime_argv
+from cli import ROOT, add_runtime_flags, add_test_images_flag, run_step, runtime_argv
 from model_io import write_json
 
 # The sizes of a run. small: what fits ~15 minutes of a 2-core CPU. Evaluating a network on the
@@ -84,8 +84,7 @@ def parse_args(argv=None):
     p.add_argument("--fresh_seed", type=int, default=1,
                    help="base seed of the fresh runs (default 1; the dataset's is 0)")
     p.add_argument("--min_acc", type=float, default=0.75, help="validation accuracy a checkpoint needs (default 0.75)")
-    p.add_argument("--test_images", type=int, default=0,
-                   help="evaluate on the first N test images (default 0: all 10,000; fewer only for quick looks)")
+    add_test_images_flag(p)
     add_runtime_flags(p, seed=False, quiet=False)
     p.add_argument("--dataset_flags", type=shlex.split, default=[],
                    help='more Gen_Diffusion_Dataset.py flags in one string, e.g. "--train_size 2000 --epochs 2"')

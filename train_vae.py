@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import checkpoint_dataset as cd
 from cifar10 import load_cifar10
-from cli import add_runtime_flags, run_main
+from cli import add_runtime_flags, add_test_images_flag, run_main
 from model_io import VAE_KIND, pick_device, save_checkpoint, write_json
 from tinynn_training import evaluate_flat
 from training_utils import EMA, descend, for_sampling, resume, run_epochs, training_state, write_log
@@ -101,7 +101,7 @@ def main(args):
     out = os.path.join(folder, args.run_name)
     os.makedirs(out, exist_ok=True)
     data = load_cifar10(args.data_dir, device, download=not args.no_download)
-    test_sub = (data.test_images[:args.eval_images], data.test_labels[:args.eval_images])
+    test_sub = data.first_test(args.eval_images)
     train, val = ds.train.to(device), ds.val.to(device)
     print(f"{folder}: {len(train)} training / {len(val)} held-out checkpoints of {ds.layout.numel} numbers "
           f"(align={not args.no_align}, holdout={args.holdout}); device {device}")
@@ -159,8 +159,7 @@ def main(args):
     plot_history(history, os.path.join(out, "vae_curves.png"))
 
     vae, _, _ = load_vae(best_path)
-    n_test = args.test_images or None
-    final = accuracy_report(vae.to(device), ds, (data.test_images[:n_test], data.test_labels[:n_test]),
+    final = accuracy_report(vae.to(device), ds, data.first_test(args.test_images),
                             args.final_models, device, args.seed + 1)
     final.update(train_seconds=round(train_seconds, 1), dataset=ds.description, best_val_loss=best["val"])
     write_json(os.path.join(out, "final.json"), final)
@@ -211,9 +210,7 @@ def parse_args(argv=None):
     p.add_argument("--eval_images", type=int, default=2000, help="test images for periodic evaluations")
     p.add_argument("--final_models", type=int, default=100,
                    help="held-out reconstructions and prior samples in the final report (default 100)")
-    p.add_argument("--test_images", type=int, default=0,
-                   help="the final report's test images: the first N (default 0: all 10,000; fewer only for quick "
-                        "looks and tests)")
+    add_test_images_flag(p, where="the final report: ")
     p.add_argument("--resume", action="store_true", help="continue from RUN_NAME/vae_last.pt")
     add_runtime_flags(p, seed_help="seed of initialisation, shuffling and the validation split (default 0)")
     return p.parse_args(argv)

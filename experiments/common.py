@@ -8,7 +8,7 @@ Run them from the project root as modules: python -m experiments.NAME --help.
 import json
 import os
 
-from cli import add_runtime_flags, run_step, runtime_argv
+from cli import add_runtime_flags, add_test_images_flag, run_step, runtime_argv
 
 
 def sample_and_evaluate(model_path, out, args, seed=0):
@@ -65,8 +65,7 @@ def common_flags(p, dataset=True):
     p.add_argument("--num_models", type=int, default=50, help="networks generated per setting (default 50)")
     p.add_argument("--train_models", type=int, default=50,
                    help="training checkpoints evaluated beside them (default 50)")
-    p.add_argument("--test_images", type=int, default=0,
-                   help="evaluate on the first N test images (default 0: all 10,000; fewer only for quick looks)")
+    add_test_images_flag(p)
     add_runtime_flags(p, seed=False, quiet=False)
 
 

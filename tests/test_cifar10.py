@@ -19,6 +19,13 @@ def test_shapes_labels_and_classes(cifar):
     assert torch.bincount(cifar.test_labels).tolist() == [1000] * 10
 
 
+def test_first_test_is_the_first_n_test_images_and_zero_means_all(cifar):
+    images, labels = cifar.first_test(300)
+    assert torch.equal(images, cifar.test_images[:300]) and torch.equal(labels, cifar.test_labels[:300])
+    images, labels = cifar.first_test(0)
+    assert len(images) == len(labels) == 10000
+
+
 def test_standardize_gives_roughly_unit_statistics(cifar):
     x = standardize(cifar.train_images[:5000])
     assert x.is_contiguous(memory_format=torch.channels_last)
