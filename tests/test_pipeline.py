@@ -92,7 +92,7 @@ def test_rejection_keeps_the_first_draws_networks_that_pass_on_validation_images
     # The fixture's 3-epoch denoisers make near-constant predictors that can all score the same;
     # a bar between two accuracies of one draw needs networks that differ, so train this one longer.
     run_script("train_diffusion.py", "--checkpoint_dir", pipeline, "--space", "weights", "--run_name",
-               "diffusion_rejection", *DIFF[:DIFF.index("--epochs")], "--epochs", "30", "--batch_size", "4", "--quiet")
+               "diffusion_rejection", *DIFF, "--epochs", "30")  # the last --epochs counts
     model = pipeline / "diffusion_rejection" / "diffusion.pt"
     settings = json.load(open(pipeline / "manifest.json"))["data"]
     _, (images, labels) = held_out_split(cifar, settings["val_size"], settings["val_seed"], settings["train_size"])
