@@ -41,6 +41,13 @@ def add_runtime_flags(parser, data=True, seed=True, quiet=True, seed_help="defau
         parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def add_more_flags(parser, step, script, example, where=""):
+    """--STEP_flags "...": more flags for `script`, in one string, passed on to every run of it
+    (after the driver's own, so that they win)."""
+    parser.add_argument(f"--{step}_flags", type=shlex.split, default=[],
+                        help=f'more {script} flags in one string{where}, e.g. "{example}"')
+
+
 def add_test_images_flag(parser, where=""):
     """--test_images N: evaluations on the first N CIFAR-10 test images. `where` says which
     evaluations when a script makes others too."""

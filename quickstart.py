@@ -14,21 +14,26 @@ it prints the seconds of every step and writes them to checkpoints/NAME/quicksta
 """
 import argparse
 import os
-import shlex
 import time
 
-from cli import ROOT, add_runtime_flags, add_test_images_flag, run_step, runtime_argv
+from cli import ROOT, add_more_flags, add_runtime_flags, add_test_images_flag, run_step, runtime_argv
 from model_io import write_json
 
-# The sizes of a run. small: what fits ~15 minutes of a 2-core CPU. Evaluating a network on the
-# 10k test images takes ~1.6 s there, so fewer comparison networks than evaluate_generated.py's
-# defaults; with x_0 prediction the diffusion model is done after ~3,000 updates (README,
-# "diffusion epochs"), which 200 epochs of 108 latents give. seed: every script's defaults.
+# The sizes of a run. small: what fits 15 minutes of this project's slowest 2-core CPU (AVX2;
+# a TinyNN epoch takes ~25 s there; 12.4 min measured), so it trims the seed's recipe: a 2-epoch
+# schedule whose networks are kept from validation accuracy 0.65 on (the seed's 18 epochs reach
+# 0.75 after ~8 and cost ~5 minutes a run there), 20 checkpoints a run, a VAE of 40 epochs
+# (short of converged at this size: README) and fewer networks evaluated (one takes ~1.7 s on
+# the 10k test images). 200 diffusion epochs of the 54 latents are 1,400 updates; x_0
+# prediction is done after 2,800 at seed scale (README, "diffusion epochs"). seed: every
+# script's defaults.
 PRESETS = {
-    "small": dict(runs=3, ckpts_per_run=40, fresh_runs=2, fresh_ckpts_per_run=10, vae_epochs=100,
-                  diffusion_epochs=200, num_models=100, train_models=50, baseline_models=10),
-    "seed": dict(runs=10, ckpts_per_run=250, fresh_runs=5, fresh_ckpts_per_run=20, vae_epochs=100,
-                 diffusion_epochs=1000, num_models=100, train_models=100, baseline_models=100),
+    "small": dict(runs=3, ckpts_per_run=20, tinynn_epochs=2, min_acc=0.65, fresh_runs=2, fresh_ckpts_per_run=10,
+                  vae_epochs=40, vae_eval_every=20, vae_final_models=10, diffusion_epochs=200, num_models=30,
+                  train_models=20, baseline_models=4),
+    "seed": dict(runs=10, ckpts_per_run=250, tinynn_epochs=18, min_acc=0.75, fresh_runs=5, fresh_ckpts_per_run=20,
+                 vae_epochs=100, vae_eval_every=10, vae_final_models=20, diffusion_epochs=1000, num_models=100,
+                 train_models=100, baseline_models=100),
 }
 
 
@@ -44,14 +49,16 @@ def main(args):
     samples = os.path.join(folder, "diffusion_latent", "quickstart_samples")
     steps = {
         "dataset": (["Gen_Diffusion_Dataset.py", "--checkpoint_dir", args.name, "--runs", args.runs,
-                     "--ckpts_per_run", args.ckpts_per_run, "--min_acc", args.min_acc, *args.dataset_flags, *common],
+                     "--ckpts_per_run", args.ckpts_per_run, "--epochs", args.tinynn_epochs, "--min_acc", args.min_acc,
+                     *args.dataset_flags, *common],
                     None),
         "fresh seeds": (["Gen_Diffusion_Dataset.py", "--checkpoint_dir", fresh, "--runs", args.fresh_runs,
-                         "--ckpts_per_run", args.fresh_ckpts_per_run, "--min_acc", args.min_acc, "--seed",
-                         args.fresh_seed, *args.dataset_flags, *common], None),
-        "vae": (["train_vae.py", "--checkpoint_dir", args.name, "--epochs", args.vae_epochs, "--final_models", 20,
-                 "--test_images", args.test_images,
-                 *args.vae_flags, *common], os.path.join(folder, "vae", "final.json")),
+                         "--ckpts_per_run", args.fresh_ckpts_per_run, "--epochs", args.tinynn_epochs,
+                         "--min_acc", args.min_acc, "--seed", args.fresh_seed, *args.dataset_flags, *common], None),
+        "vae": (["train_vae.py", "--checkpoint_dir", args.name, "--epochs", args.vae_epochs,
+                 "--eval_every", args.vae_eval_every, "--final_models", args.vae_final_models,
+                 "--test_images", args.test_images, *args.vae_flags, *common],
+                os.path.join(folder, "vae", "final.json")),
         "diffusion": (["train_diffusion.py", "--checkpoint_dir", args.name, "--epochs", args.diffusion_epochs, *device],
                       os.path.join(folder, "diffusion_latent", "loss.png")),
         "sampling": (["sample.py", "--model_path", diffusion, "--num_models", args.num_models, "--sampler", "ddim",
@@ -74,21 +81,25 @@ def parse_args(argv=None):
     p.add_argument("--name", default=None, help="dataset name under checkpoints/ (default Quickstart, or Seed for "
                                                 "--preset seed); the fresh set is NAME_fresh")
     s, d = PRESETS["small"], PRESETS["seed"]
-    for key, help in [("runs", "TinyNN training runs"), ("ckpts_per_run", "checkpoints per run"),
-                      ("fresh_runs", "runs from fresh seeds, the bar for new networks"),
-                      ("fresh_ckpts_per_run", "checkpoints per fresh run"), ("vae_epochs", "VAE epochs"),
-                      ("diffusion_epochs", "diffusion epochs"), ("num_models", "networks generated and evaluated"),
-                      ("train_models", "training checkpoints evaluated beside them"),
-                      ("baseline_models", "networks per baseline")]:
-        p.add_argument(f"--{key}", type=int, default=None, help=f"{help} (small {s[key]}, seed {d[key]})")
+    for key, type_, help in [
+            ("runs", int, "TinyNN training runs"), ("ckpts_per_run", int, "checkpoints per run"),
+            ("tinynn_epochs", float, "length of a TinyNN run's learning-rate schedule (Gen_Diffusion_Dataset.py "
+                                     "--epochs)"),
+            ("min_acc", float, "validation accuracy a checkpoint needs to be kept; also the report's bar for 'new'"),
+            ("fresh_runs", int, "runs from fresh seeds, the bar for new networks"),
+            ("fresh_ckpts_per_run", int, "checkpoints per fresh run"), ("vae_epochs", int, "VAE epochs"),
+            ("vae_eval_every", int, "VAE epochs between accuracy evaluations"),
+            ("vae_final_models", int, "held-out reconstructions and prior samples in the VAE's final report"),
+            ("diffusion_epochs", int, "diffusion epochs"), ("num_models", int, "networks generated and evaluated"),
+            ("train_models", int, "training checkpoints evaluated beside them"),
+            ("baseline_models", int, "networks per baseline")]:
+        p.add_argument(f"--{key}", type=type_, default=None, help=f"{help} (small {s[key]:g}, seed {d[key]:g})")
     p.add_argument("--fresh_seed", type=int, default=1,
                    help="base seed of the fresh runs (default 1; the dataset's is 0)")
-    p.add_argument("--min_acc", type=float, default=0.75, help="validation accuracy a checkpoint needs (default 0.75)")
     add_test_images_flag(p)
     add_runtime_flags(p, seed=False, quiet=False)
-    p.add_argument("--dataset_flags", type=shlex.split, default=[],
-                   help='more Gen_Diffusion_Dataset.py flags in one string, e.g. "--train_size 2000 --epochs 2"')
-    p.add_argument("--vae_flags", type=shlex.split, default=[], help='more train_vae.py flags, e.g. "--hidden 64"')
+    add_more_flags(p, "dataset", "Gen_Diffusion_Dataset.py", "--train_size 2000 --workers 2")
+    add_more_flags(p, "vae", "train_vae.py", "--hidden 64")
     args = p.parse_args(argv)
     args.name = args.name or {"small": "Quickstart", "seed": "Seed"}[args.preset]
     return args
