@@ -11,7 +11,6 @@ Everything here works on flat weight vectors: a run's permutations become one in
 over the flat layout, so aligning 250 checkpoints of a run is one gather.
 """
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from tinynn import TinyNN
 
@@ -69,6 +68,9 @@ def weight_matching(reference, other, layout, spec, max_sweeps=100, seed=0):
     Both are flat vectors. Coordinate descent: each sweep visits the layers in random order and
     solves a linear assignment for one layer with the others held fixed.
     """
+    # Imported here: scipy.optimize adds ~0.6 s to the start of every script that imports this
+    # module, and most of them only read an alignment cached in the dataset folder.
+    from scipy.optimize import linear_sum_assignment
     ref, oth = _tensors(reference.double(), layout), _tensors(other.double(), layout)
     perms = [torch.arange(ref[layer["conv"]].shape[0]) for layer in spec]
     g = torch.Generator().manual_seed(seed)

@@ -8,7 +8,7 @@ Run them from the project root as modules: python -m experiments.NAME --help.
 import json
 import os
 
-from cli import add_runtime_flags, add_test_images_flag, run_step, runtime_argv
+from cli import add_more_flags, add_runtime_flags, add_test_images_flag, run_step, runtime_argv
 
 
 def sample_and_evaluate(model_path, out, args, seed=0):
@@ -58,13 +58,16 @@ def _fmt(v):
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def common_flags(p, dataset=True):
-    """Flags every experiment has; dataset: --checkpoint_dir, for experiments on one dataset."""
+def common_flags(p, dataset=True, vae=False):
+    """Flags every experiment has; dataset: --checkpoint_dir, for experiments on one dataset;
+    vae: --vae_flags, for experiments that train VAEs."""
     if dataset:
         p.add_argument("--checkpoint_dir", required=True, help="dataset name under checkpoints/")
     p.add_argument("--num_models", type=int, default=50, help="networks generated per setting (default 50)")
     p.add_argument("--train_models", type=int, default=50,
                    help="training checkpoints evaluated beside them (default 50)")
+    if vae:
+        add_more_flags(p, "vae", "train_vae.py", "--hidden 64", where=" for every VAE trained")
     add_test_images_flag(p)
     add_runtime_flags(p, seed=False, quiet=False)
 

@@ -16,12 +16,11 @@ Variants (the flags of Gen_Diffusion_Dataset.py they add): """
 import argparse
 import json
 import os
-import shlex
 
 import torch
 
 import checkpoint_dataset as cd
-from cli import run_step, runtime_argv
+from cli import add_more_flags, run_step, runtime_argv
 from experiments.common import common_flags, write_table
 from model_io import GENERATED_KIND, load_checkpoint
 from tinynn import FlatLayout, sparsity
@@ -46,7 +45,7 @@ def prune_share(flags):
 
 def build(variant, args):
     """Dataset, fresh set, VAE, diffusion and samples of one variant; returns the sample folders."""
-    flags = VARIANTS[variant] + shlex.split(args.dataset_flags)
+    flags = VARIANTS[variant] + args.dataset_flags
     name = f"{args.prefix}_{variant}"
     folder = cd.dataset_folder(name)
     run_step(["Gen_Diffusion_Dataset.py", "--checkpoint_dir", name, "--runs", args.runs, "--ckpts_per_run",
@@ -57,7 +56,7 @@ def build(variant, args):
               args.fresh_ckpts_per_run, "--seed", args.fresh_seed, "--quiet", *flags, *runtime_argv(args)],
              skip_if=os.path.join(cd.dataset_folder(fresh), "manifest.json"))
     run_step(["train_vae.py", "--checkpoint_dir", name, "--epochs", args.vae_epochs, "--final_models", 20,
-              "--test_images", args.test_images, "--quiet", *shlex.split(args.vae_flags), *runtime_argv(args)],
+              "--test_images", args.test_images, "--quiet", *args.vae_flags, *runtime_argv(args)],
              skip_if=os.path.join(folder, "vae", "final.json"))
     diffusion = os.path.join(folder, "diffusion_latent", "diffusion.pt")
     run_step(["train_diffusion.py", "--checkpoint_dir", name, "--epochs", args.diffusion_epochs, "--quiet",
@@ -155,7 +154,6 @@ if __name__ == "__main__":
     p.add_argument("--fresh_seed", type=int, default=1, help="base seed of the fresh runs (default 1)")
     p.add_argument("--vae_epochs", type=int, default=100, help="default 100")
     p.add_argument("--diffusion_epochs", type=int, default=200, help="default 200")
-    p.add_argument("--dataset_flags", default="", help='more Gen_Diffusion_Dataset.py flags for every variant')
-    p.add_argument("--vae_flags", default="", help='more train_vae.py flags, e.g. "--hidden 64"')
-    common_flags(p, dataset=False)
+    add_more_flags(p, "dataset", "Gen_Diffusion_Dataset.py", "--train_size 2000", where=" for every variant")
+    common_flags(p, dataset=False, vae=True)
     main(p.parse_args())

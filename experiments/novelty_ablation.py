@@ -48,8 +48,8 @@ def build(dataset, name, flags, args):
     if vae_flags is not None:
         vae_run = f"vae_{name}" if vae_flags else "vae"  # no VAE flags: the dataset's own VAE, shared
         run_step(["train_vae.py", "--checkpoint_dir", dataset, "--run_name", vae_run, "--epochs", args.vae_epochs,
-                  "--final_models", 20, "--test_images", args.test_images, "--quiet", *shlex.split(vae_flags),
-                  *runtime_argv(args)],
+                  "--final_models", 20, "--test_images", args.test_images, "--quiet", *args.vae_flags,
+                  *shlex.split(vae_flags), *runtime_argv(args)],
                  skip_if=os.path.join(folder, vae_run, "final.json"))
         diffusion += ["--vae_path", os.path.join(folder, vae_run, "vae.pt")]
     model = os.path.join(folder, f"diffusion_{name}", "diffusion.pt")
@@ -104,6 +104,6 @@ if __name__ == "__main__":
                    help="networks per noise baseline, evaluated with the first variant of each dataset (default 10)")
     p.add_argument("--out", default=os.path.join(cd.dataset_folder("novelty_ablation")),
                    help="where the table and plot go (default checkpoints/novelty_ablation)")
-    common_flags(p, dataset=False)
+    common_flags(p, dataset=False, vae=True)
     p.set_defaults(num_models=100)
     main(p.parse_args())

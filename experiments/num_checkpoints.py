@@ -32,7 +32,7 @@ def train_pair(n, args, base):
     run_step(["train_vae.py", "--checkpoint_dir", args.checkpoint_dir, "--run_name", vae_run, "--max_train", n,
               "--epochs", vae_epochs, "--lr_step", max(1, round(0.3 * vae_epochs)), "--eval_every", vae_epochs,
               "--save_every", max(1, vae_epochs // 20), "--final_models", 20, "--test_images", args.test_images,
-              "--quiet", *runtime_argv(args)],
+              "--quiet", *args.vae_flags, *runtime_argv(args)],
              skip_if=os.path.join(base, vae_run, "final.json"))
     run_step(["train_diffusion.py", "--checkpoint_dir", args.checkpoint_dir, "--run_name", diff_run,
               "--vae_path", os.path.join(base, vae_run, "vae.pt"),
@@ -75,7 +75,7 @@ def main(args):
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common_flags(p)
+    common_flags(p, vae=True)
     p.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 800, 2250],
                    help="training checkpoints per setting (default 50 200 800 2250; capped at all)")
     p.add_argument("--vae_steps", type=int, default=2000, help="VAE updates per setting (default 2000)")

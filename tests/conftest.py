@@ -25,6 +25,11 @@ TINY = ["--ckpts_per_run", "4", "--min_acc", "0.2", "--train_size", "2000", "--v
         "--no_download", "--quiet"]
 
 
+# A tiny VAE for the drivers' --vae_flags (quickstart.py, experiments/): a 32-wide MLP, and the
+# few evaluations its reports make on few test images.
+TINY_VAE_FLAGS = "--hidden 32 --latent_dim 4 --batch_size 2 --eval_images 200 --final_models 2"
+
+
 # Reports in tests look at the first 1,000 test images: evaluating a TinyNN on all 10,000 takes
 # ~1.6 s on a 2-core CPU, and the mechanics under test do not depend on the count.
 TEST_IMAGES = 1000

@@ -14,15 +14,21 @@ def mixture(n, g):
     return CENTRES[which] + SPREAD * torch.randn(n, 2, generator=g)
 
 
+# Adam steps each prediction needs to fit the mixture well inside the tolerances below: eps is
+# there after 1,500 (spreads within 0.03 of 0.3), x_0 still has spreads ~0.25 too wide at 2,500.
+STEPS = {"eps": 1500, "x0": 4000}
+
+
 @pytest.fixture(scope="module", params=["eps", "x0"])
 def trained(request):
+    steps = STEPS[request.param]
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     diffusion = GaussianDiffusion(VectorDenoiser(2, hidden=128, depth=3, time_dim=32), timesteps=200,
                                   clip_x0=mixture(10000, g).abs().max().item(), prediction=request.param)
     opt = torch.optim.Adam(diffusion.parameters(), lr=2e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 4000)
-    for _ in range(4000):
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(steps):
         loss = diffusion.loss(mixture(256, g))
         opt.zero_grad()
         loss.backward()

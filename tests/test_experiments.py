@@ -6,7 +6,7 @@ import torch
 
 from baselines import distinct, nearest_within
 from cifar10 import standardize
-from conftest import DATA_DIR, TEST_IMAGES, TINY, private_copy, run_script
+from conftest import DATA_DIR, TEST_IMAGES, TINY, TINY_VAE_FLAGS, private_copy, run_script
 from model_io import VAE_KIND, load_checkpoint
 from tinynn import model_from_flat
 from tinynn_training import evaluate_flat
@@ -27,7 +27,7 @@ def dataset(tiny_dataset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def num_checkpoints(dataset):
     args = ["-m", "experiments.num_checkpoints", "--checkpoint_dir", dataset, "--sizes", "3", "6",
-            "--vae_steps", "4", "--diffusion_steps", "20", *SMALL]
+            "--vae_steps", "4", "--diffusion_steps", "20", "--vae_flags", TINY_VAE_FLAGS, *SMALL]
     run_script(*args)
     return args
 
@@ -114,7 +114,8 @@ def test_novelty_ablation_tabulates_every_variant_and_resumes(dataset, fresh, tm
     out = tmp_path / "ablation"
     args = ["-m", "experiments.novelty_ablation", "--datasets", dataset, "--fresh_dir", fresh, "--variants",
             "default", "--add", "direct_eta1", "none", "--space weights --batch_size 32", "--eta 1", "--vae_epochs", "2",
-            "--diffusion_epochs", "2", "--baseline_models", "0", "--out", out, *SMALL]
+            "--diffusion_epochs", "2", "--baseline_models", "0", "--vae_flags", TINY_VAE_FLAGS, "--out", out,
+            *SMALL]
     run_script(*args)
     rows = json.load(open(out / "novelty_ablation.json"))
     assert [r["models"] for r in rows] == ["training checkpoints", "fresh seeds", "generated: default",

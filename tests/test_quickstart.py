@@ -1,7 +1,7 @@
 """The quickstart, at a tiny size: every step runs and the report is written."""
 import json
 
-from conftest import DATA_DIR, TEST_IMAGES, run_script
+from conftest import DATA_DIR, TEST_IMAGES, TINY_VAE_FLAGS, run_script
 
 
 def test_quickstart_runs_end_to_end(tmp_path):
@@ -11,8 +11,7 @@ def test_quickstart_runs_end_to_end(tmp_path):
                      "--fresh_ckpts_per_run", "4", "--baseline_models", "2", "--test_images", TEST_IMAGES,
                      "--data_dir", DATA_DIR, "--no_download", "--device", "cpu",
                      "--dataset_flags", "--train_size 2000 --val_size 500 --epochs 2 --save_every 3 --batch_size 64",
-                     "--vae_flags",
-                     "--hidden 32 --latent_dim 4 --batch_size 2 --eval_images 200 --val_fraction 0.25 --final_models 2")
+                     "--vae_flags", TINY_VAE_FLAGS)
     assert out.stdout.count("$ python Gen_Diffusion_Dataset.py") == 2  # the dataset and the fresh set
     for script in ["Gen_Diffusion_Dataset.py", "train_vae.py", "train_diffusion.py", "sample.py",
                    "evaluate_generated.py"]:
