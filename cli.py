@@ -43,7 +43,7 @@ def add_runtime_flags(parser, data=True, seed=True, quiet=True, seed_help="defau
 
 def add_more_flags(parser, step, script, example, where=""):
     """--STEP_flags "...": more flags for `script`, in one string, passed on to every run of it
-    (after the driver's own, so that they win)."""
+    after the driver's fixed flags, so that they override those (argparse keeps the last)."""
     parser.add_argument(f"--{step}_flags", type=shlex.split, default=[],
                         help=f'more {script} flags in one string{where}, e.g. "{example}"')
 
