@@ -18,6 +18,7 @@ import time
 
 from cli import ROOT, add_more_flags, add_runtime_flags, add_test_images_flag, run_step, runtime_argv
 from model_io import write_json
+from tinynn_training import TrainConfig
 
 # The sizes of a run. small: what fits 15 minutes of this project's slowest 2-core CPU (AVX2;
 # a TinyNN epoch takes ~25 s there; 12.4 min measured), so it trims the seed's recipe: a 2-epoch
@@ -31,9 +32,9 @@ PRESETS = {
     "small": dict(runs=3, ckpts_per_run=20, tinynn_epochs=2, min_acc=0.65, fresh_runs=2, fresh_ckpts_per_run=10,
                   vae_epochs=40, vae_eval_every=20, vae_final_models=10, diffusion_epochs=200, num_models=30,
                   train_models=20, baseline_models=4),
-    "seed": dict(runs=10, ckpts_per_run=250, tinynn_epochs=18, min_acc=0.75, fresh_runs=5, fresh_ckpts_per_run=20,
-                 vae_epochs=100, vae_eval_every=10, vae_final_models=20, diffusion_epochs=1000, num_models=100,
-                 train_models=100, baseline_models=100),
+    "seed": dict(runs=10, ckpts_per_run=250, tinynn_epochs=TrainConfig().epochs, min_acc=0.75, fresh_runs=5,
+                 fresh_ckpts_per_run=20, vae_epochs=100, vae_eval_every=10, vae_final_models=20,
+                 diffusion_epochs=1000, num_models=100, train_models=100, baseline_models=100),
 }
 
 
