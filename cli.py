@@ -1,13 +1,14 @@
 """What the command lines share: the runtime flags every script takes, and the printing runner
-that quickstart.py and experiments/ use to drive the scripts.
+that quickstart.py and experiments/ use to drive the scripts (each step runs in the driver's
+process: a new Python process per step would pay torch's import, seconds on a small CPU, again).
 
     p = argparse.ArgumentParser(...)
     add_runtime_flags(p)                          # --data_dir --no_download --device --seed --quiet
     run_step(["train_vae.py", "--checkpoint_dir", name, *runtime_argv(args)], skip_if=".../final.json")
 """
+import importlib
 import os
 import shlex
-import subprocess
 import sys
 import time
 
@@ -18,11 +19,11 @@ from model_io import CheckpointError
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-def run_main(main, parse_args):
-    """main(parse_args()), where a known problem (missing data, a wrong or corrupted file) ends
+def run_main(main, parse_args, argv=None):
+    """main(parse_args(argv)), where a known problem (missing data, a wrong or corrupted file) ends
     the script with one line that says what to do, not a traceback."""
     try:
-        main(parse_args())
+        main(parse_args(argv))
     except (DataError, DatasetError, CheckpointError) as e:
         sys.exit(f"error: {e}")
 
@@ -64,16 +65,38 @@ def runtime_argv(args, data=True):
     return argv
 
 
+def run_script(script, argv):
+    """Run `python script *argv` (`script`: a file such as train_vae.py, or a module such as
+    experiments.novelty for `python -m`) in this process and return its exit status (a script's
+    one-line error goes to stderr, as Python prints it when the script exits with it)."""
+    module = importlib.import_module(script[:-len(".py")] if script.endswith(".py") else script)
+    saved, sys.argv = sys.argv, [script, *map(str, argv)]  # argparse names the script in its messages
+    try:
+        run_main(module.main, module.parse_args, sys.argv[1:])
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr, flush=True)
+            return 1
+        return e.code or 0
+    finally:
+        sys.argv = saved
+    return 0
+
+
 def run_step(cmd, skip_if=None):
-    """Print and run one pipeline script (skipped when `skip_if` exists); exit if it fails.
-    Returns the seconds it took (0 when skipped)."""
+    """Print and run one pipeline script, `cmd` = [script.py, *flags], as `python cmd` would but in
+    this process (skipped when `skip_if` exists); exit if it fails. Returns the seconds it took
+    (0 when skipped)."""
     shown = "python " + " ".join(shlex.quote(str(c)) for c in cmd)
     if skip_if and os.path.exists(skip_if):
         print(f"\n# skipped (done: {os.path.relpath(skip_if, ROOT)}): {shown}", flush=True)
         return 0.0
     print(f"\n$ {shown}", flush=True)
     t0 = time.time()
-    if subprocess.run([sys.executable, *map(str, cmd)], cwd=ROOT).returncode != 0:
+    status = run_script(str(cmd[0]), cmd[1:])
+    if status == 130:  # Ctrl-C: the step saved what it had and said how to continue; stop as it did
+        sys.exit(130)
+    if status:
         sys.exit(f"error: step failed: {shown}")
     seconds = time.time() - t0
     print(f"# {seconds:.0f}s", flush=True)

@@ -20,7 +20,7 @@ import os
 import torch
 
 import checkpoint_dataset as cd
-from cli import add_more_flags, run_step, runtime_argv
+from cli import add_more_flags, run_main, run_step, runtime_argv
 from experiments.common import common_flags, write_table
 from model_io import GENERATED_KIND, load_checkpoint
 from tinynn import FlatLayout, sparsity
@@ -142,7 +142,7 @@ def main(args):
     plot(rows, out + ".png")
 
 
-if __name__ == "__main__":
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["default", "wd0", "l1", "prune50"],
                    help="dataset variants to build and compare (default: default wd0 l1 prune50)")
@@ -156,4 +156,8 @@ if __name__ == "__main__":
     p.add_argument("--diffusion_epochs", type=int, default=200, help="default 200")
     add_more_flags(p, "dataset", "Gen_Diffusion_Dataset.py", "--train_size 2000", where=" for every variant")
     common_flags(p, dataset=False, vae=True)
-    main(p.parse_args())
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    run_main(main, parse_args)

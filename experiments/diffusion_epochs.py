@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 
-from cli import ROOT, run_step, runtime_argv
+from cli import ROOT, run_main, run_step, runtime_argv
 from experiments.common import accuracy_row, common_flags, plot_generated_accuracy, sample_and_evaluate, write_table
 
 
@@ -81,7 +81,7 @@ def main(args):
     plot(rows, out + ".png")
 
 
-if __name__ == "__main__":
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common_flags(p)
     p.add_argument("--epochs", type=int, nargs="+", default=[10, 30, 100, 300, 1000],
@@ -89,4 +89,8 @@ if __name__ == "__main__":
     p.add_argument("--batch_size", type=int, default=8, help="diffusion batch size (default 8)")
     p.add_argument("--run_name", default="exp_epochs", help="folder of the diffusion run (default exp_epochs)")
     p.add_argument("--vae_path", default=None, help="VAE (default checkpoints/NAME/vae/vae.pt)")
-    main(p.parse_args())
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    run_main(main, parse_args)

@@ -26,7 +26,7 @@ import torch
 
 import checkpoint_dataset as cd
 from cifar10 import load_cifar10, split_validation, standardize
-from cli import run_step, runtime_argv
+from cli import run_main, run_step, runtime_argv
 from experiments.common import REPORT_COLUMNS, common_flags, plot_overlap_scatter, report_rows, write_table
 from model_io import save_generated
 from tinynn import clamp_running_var, model_from_flat
@@ -115,7 +115,7 @@ def main(args):
     plot_overlap_scatter({args.checkpoint_dir: reports}, out + ".png")
 
 
-if __name__ == "__main__":
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fresh_dir", required=True, help="fresh-seed checkpoint dataset (evaluate_generated.py)")
     p.add_argument("--alpha", type=float, default=0.5, help="where between the two runs (default 0.5, the midpoint)")
@@ -123,4 +123,8 @@ if __name__ == "__main__":
                                                                 "(default 5000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pair draw (default 0)")
     common_flags(p)
-    main(p.parse_args())
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    run_main(main, parse_args)

@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from cli import run_main
 from experiments.common import write_table
 
 
@@ -123,10 +124,14 @@ def main(args):
     print(f"copy threshold (median training nearest-other distance): {rows[0]['copy_distance']:.4f}")
 
 
-if __name__ == "__main__":
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reports", nargs="+", required=True,
                    help="evaluate_generated.py outputs (sample folders or their report.json)")
     p.add_argument("--labels", nargs="+", default=None, help="a name per report (default set 1, set 2, ...)")
     p.add_argument("--out", default=None, help="output folder (default: the first report's folder)")
-    main(p.parse_args())
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    run_main(main, parse_args)

@@ -24,7 +24,7 @@ import os
 import shlex
 
 import checkpoint_dataset as cd
-from cli import run_step, runtime_argv
+from cli import run_main, run_step, runtime_argv
 from experiments.common import REPORT_COLUMNS, common_flags, plot_overlap_scatter, report_rows, write_table
 
 VARIANTS = {
@@ -87,7 +87,7 @@ def main(args):
     plot_overlap_scatter(per_dataset, out + ".png")
 
 
-if __name__ == "__main__":
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", required=True,
                    help="checkpoint datasets under checkpoints/, all of the --fresh_dir recipe")
@@ -106,4 +106,8 @@ if __name__ == "__main__":
                    help="where the table and plot go (default checkpoints/novelty_ablation)")
     common_flags(p, dataset=False, vae=True)
     p.set_defaults(num_models=100)
-    main(p.parse_args())
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    run_main(main, parse_args)

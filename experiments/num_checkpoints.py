@@ -14,7 +14,7 @@ import json
 import math
 import os
 
-from cli import ROOT, run_step, runtime_argv
+from cli import ROOT, run_main, run_step, runtime_argv
 from experiments.common import accuracy_row, common_flags, plot_generated_accuracy, sample_and_evaluate, write_table
 
 VAE_BATCH, DIFFUSION_BATCH = 32, 8  # train_vae.py's and train_diffusion.py's defaults
@@ -73,7 +73,7 @@ def main(args):
     plot(rows, out + ".png")
 
 
-if __name__ == "__main__":
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common_flags(p, vae=True)
     p.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 800, 2250],
@@ -81,4 +81,8 @@ if __name__ == "__main__":
     p.add_argument("--vae_steps", type=int, default=2000, help="VAE updates per setting (default 2000)")
     p.add_argument("--diffusion_steps", type=int, default=30000,
                    help="diffusion updates per setting (default 30000)")
-    main(p.parse_args())
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    run_main(main, parse_args)

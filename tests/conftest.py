@@ -1,13 +1,17 @@
+import contextlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+import traceback
 
 import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+import cli  # noqa: E402  (from ROOT, just added to the path)
 DATA_DIR = os.path.join(ROOT, "..", "shared", "data", "cifar10")
 
 torch.set_num_threads(2)
@@ -35,11 +39,31 @@ TINY_VAE_FLAGS = "--hidden 32 --latent_dim 4 --batch_size 2 --eval_images 200 --
 TEST_IMAGES = 1000
 
 
-def run_script(script, *args, check=True, timeout=600):
-    out = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=timeout)
+def run_script(script, *args, check=True):
+    """`python script *args` run in this process by cli.run_script (the scripts' own main and
+    argument parsing; torch is imported once for the whole suite instead of once a script), with
+    what subprocess.run would return: returncode, stdout, stderr. An exception a script does not
+    turn into a clear error is a traceback in stderr and returncode 1, as in a shell.
+    run_script("-m", "experiments.NAME", ...) runs a module, as python -m does."""
+    if script == "-m":
+        script, args = args[0], args[1:]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = cli.run_script(script, args)
+        except Exception:
+            traceback.print_exc()
+            code = 1
+    result = subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
     if check:
-        assert out.returncode == 0, out.stderr
+        assert code == 0, result.stderr
+    return result
+
+
+def run_process(script, *args):
+    """`python script *args` in a process of its own, as a user runs it from the shell."""
+    out = subprocess.run([sys.executable, script, *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
     return out
 
 

@@ -1,12 +1,13 @@
-"""The quickstart, at a tiny size: every step runs and the report is written."""
+"""The quickstart, at a tiny size and as a user starts it (its own process): every step runs and
+the report is written."""
 import json
 
-from conftest import DATA_DIR, TEST_IMAGES, TINY_VAE_FLAGS, run_script
+from conftest import DATA_DIR, TEST_IMAGES, TINY_VAE_FLAGS, run_process
 
 
 def test_quickstart_runs_end_to_end(tmp_path):
     name = str(tmp_path / "qs")
-    out = run_script("quickstart.py", "--name", name, "--runs", "2", "--ckpts_per_run", "4", "--min_acc", "0.2",
+    out = run_process("quickstart.py", "--name", name, "--runs", "2", "--ckpts_per_run", "4", "--min_acc", "0.2",
                      "--vae_epochs", "2", "--diffusion_epochs", "2", "--num_models", "3", "--train_models", "5",
                      "--fresh_ckpts_per_run", "4", "--baseline_models", "2", "--test_images", TEST_IMAGES,
                      "--data_dir", DATA_DIR, "--no_download", "--device", "cpu",
