@@ -12,11 +12,16 @@ evaluate_generated.py with --fresh_dir:
   validation split and the test set are not used);
 - unaligned, BN re-estimated: the same without weight matching (the control: why align);
 - endpoints, BN re-estimated: the first checkpoint of each pair alone, statistics recomputed (so
-  the effect of re-estimation is not read as one of interpolation).
+  the effect of re-estimation is not read as one of interpolation);
+- VAE latents, BN decoded (with --vae_path, a train_vae.py checkpoint of this dataset): the VAE
+  decodes (1 - alpha) mu_a + alpha mu_b, its posterior means of the pair; BatchNorm statistics as
+  decoded. Interpolation in latent space is what a sampler that mixes runs would do.
 Writes, in checkpoints/NAME/midpoints/: one folder per group (generated.pt, report), and
 midpoints.md/.json/.png (table and accuracy/overlap scatter).
 
     python -m experiments.midpoints --checkpoint_dir Toy_CNN --fresh_dir Toy_CNN_fresh
+    python -m experiments.midpoints --checkpoint_dir Toy_CNN --fresh_dir Toy_CNN_fresh --alpha 0.35 \
+        --vae_path checkpoints/Toy_CNN/vae/vae.pt
 """
 import argparse
 import json
@@ -28,12 +33,15 @@ import checkpoint_dataset as cd
 from cifar10 import load_cifar10, split_validation, standardize
 from cli import run_main, run_step, runtime_argv
 from experiments.common import REPORT_COLUMNS, common_flags, plot_overlap_scatter, report_rows, write_table
-from model_io import save_generated
+from model_io import CheckpointError, save_generated
 from tinynn import clamp_running_var, model_from_flat
+from vae_diffusion import encode
+from vae_model import load_vae
 from weight_dataset import WeightDataset
 
 GROUPS = ("aligned, BN interpolated", "aligned, BN re-estimated", "unaligned, BN re-estimated",
           "endpoints, BN re-estimated")
+LATENT = "VAE latents, BN decoded"
 
 
 def checkpoint_pairs(ds, n, seed):
@@ -52,6 +60,25 @@ def interpolate(ds, pairs, alpha):
     """Flat weights (1 - alpha) a + alpha b of each pair, in weight units."""
     w = ds.standardizer.destandardize(ds.train)
     return (1 - alpha) * w[pairs[:, 0]] + alpha * w[pairs[:, 1]]
+
+
+@torch.no_grad()
+def latent_interpolate(vae, vae_std, ds, pairs, alpha):
+    """Flat weights the VAE decodes from (1 - alpha) mu_a + alpha mu_b, mu being its posterior
+    means of each pair's checkpoints (in its own standardisation)."""
+    w = ds.standardizer.destandardize(ds.train)
+    mu = encode(vae, vae_std.standardize(w[pairs.flatten()])).view(len(pairs), 2, -1)
+    p = next(vae.parameters())
+    z = (1 - alpha) * mu[:, 0] + alpha * mu[:, 1]
+    return vae_std.destandardize(vae.decode(z.to(p.device, p.dtype)).cpu())
+
+
+def load_aligned_vae(path, ds):
+    """(VAE, its standardiser) from a train_vae.py checkpoint of aligned weights of ds's layout."""
+    vae, vae_std, ckpt = load_vae(path, expect_layout=ds.layout)
+    if not ckpt["dataset"]["align"]:
+        raise CheckpointError(f"{path} was trained on unaligned weights (--no_align); the pairs here are aligned")
+    return vae, vae_std
 
 
 @torch.no_grad()
@@ -85,20 +112,26 @@ def group_weights(folder, args):
     mid = interpolate(aligned, pairs, args.alpha)
     clamp_running_var(mid, aligned.layout)
     endpoints = aligned.standardizer.destandardize(aligned.train[pairs[:, 0]])
-    return aligned, dict(zip(GROUPS, [mid, reestimate_bn(mid, aligned, images),
-                                      reestimate_bn(interpolate(unaligned, pairs, args.alpha), unaligned, images),
-                                      reestimate_bn(endpoints, aligned, images)]))
+    weights = dict(zip(GROUPS, [mid, reestimate_bn(mid, aligned, images),
+                                reestimate_bn(interpolate(unaligned, pairs, args.alpha), unaligned, images),
+                                reestimate_bn(endpoints, aligned, images)]))
+    if args.vae_path:
+        decoded = latent_interpolate(*load_aligned_vae(args.vae_path, aligned), aligned, pairs, args.alpha)
+        clamp_running_var(decoded, aligned.layout)
+        weights[LATENT] = decoded
+    return aligned, weights
 
 
 def main(args):
     folder = cd.dataset_folder(args.checkpoint_dir)
     root = os.path.join(folder, "midpoints")
-    outs = {g: os.path.join(root, g.replace(", ", "_").replace(" ", "_").replace("-", "")) for g in GROUPS}
+    groups = GROUPS + ((LATENT,) if args.vae_path else ())
+    outs = {g: os.path.join(root, g.replace(", ", "_").replace(" ", "_").replace("-", "")) for g in groups}
     if not all(os.path.exists(os.path.join(o, "generated.pt")) for o in outs.values()):
         ds, weights = group_weights(folder, args)
         for group, w in weights.items():
             source = dict(experiment="midpoints", group=group, alpha=args.alpha, pairs_seed=args.seed,
-                          bn_images=args.bn_images)
+                          bn_images=args.bn_images, vae_path=args.vae_path)
             save_generated(w, ds.layout, ds.tinynn_config, outs[group], source, ds.description,
                            batchnorm=group.split(", ")[1])
     reports = []
@@ -122,6 +155,9 @@ def parse_args(argv=None):
     p.add_argument("--bn_images", type=int, default=5000, help="training images for BatchNorm statistics "
                                                                 "(default 5000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pair draw (default 0)")
+    p.add_argument("--vae_path", default=None,
+                   help="a train_vae.py checkpoint (vae.pt) of this dataset: adds the group of its decoded latent "
+                        "interpolations (default: none)")
     common_flags(p)
     return p.parse_args(argv)
 

@@ -8,11 +8,12 @@ from baselines import distinct, nearest_within
 from cifar10 import standardize
 from conftest import DATA_DIR, TEST_IMAGES, TINY, TINY_VAE_FLAGS, private_copy, run_script
 from model_io import VAE_KIND, load_checkpoint
-from tinynn import model_from_flat
+from tinynn import clamp_running_var, model_from_flat
 from tinynn_training import evaluate_flat
+from vae_model import WeightVAE, load_vae
 from weight_dataset import WeightDataset
 
-from experiments.midpoints import GROUPS, checkpoint_pairs, reestimate_bn
+from experiments.midpoints import GROUPS, LATENT, checkpoint_pairs, latent_interpolate, reestimate_bn
 from experiments.novelty import novelty_rows
 
 SMALL = ["--num_models", "3", "--train_models", "3", "--test_images", TEST_IMAGES, "--data_dir", DATA_DIR,
@@ -132,20 +133,41 @@ def test_novelty_ablation_tabulates_every_variant_and_resumes(dataset, fresh, tm
 
 
 def test_midpoints_at_alpha_0_are_the_first_checkpoints(dataset, fresh, cifar):
-    """alpha 0: the interpolated group is the first checkpoint of each pair, as it was trained."""
+    """alpha 0: the interpolated group is the first checkpoint of each pair, as it was trained, and
+    the latent group is the VAE's reconstruction of it."""
+    run_script("train_vae.py", "--checkpoint_dir", dataset, "--run_name", "vae_mid", "--epochs", "1", "--quiet",
+               *TINY_VAE_FLAGS.split(), "--data_dir", DATA_DIR, "--no_download", "--device", "cpu")
+    vae_path = dataset / "vae_mid" / "vae.pt"
     run_script("-m", "experiments.midpoints", "--checkpoint_dir", dataset, "--fresh_dir", fresh, "--alpha", "0",
-               "--bn_images", "500", *SMALL)
+               "--bn_images", "500", "--vae_path", vae_path, *SMALL)
     root = dataset / "midpoints"
     rows = json.load(open(root / "midpoints.json"))
-    assert [r["models"] for r in rows] == ["training checkpoints", "fresh seeds"] + [f"generated: {g}" for g in GROUPS]
+    assert [r["models"] for r in rows] == (["training checkpoints", "fresh seeds"]
+                                           + [f"generated: {g}" for g in GROUPS + (LATENT,)])
     ds = WeightDataset(str(dataset))
     pairs = checkpoint_pairs(ds, 3, seed=0)
     first = ds.standardizer.destandardize(ds.train[pairs[:, 0]])
-    report = json.load(open(root / "aligned_BN_interpolated" / "report.json"))
-    expected = evaluate_flat(first, ds.layout, ds.tinynn_config, cifar.test_images[:TEST_IMAGES],
-                             cifar.test_labels[:TEST_IMAGES])
-    assert report["per_model"]["generated"]["accuracy"] == pytest.approx(expected, abs=1e-6)
+    vae, vae_std, _ = load_vae(str(vae_path))
+    images, labels = cifar.test_images[:TEST_IMAGES], cifar.test_labels[:TEST_IMAGES]
+    decoded = vae_std.destandardize(vae.reconstruct(vae_std.standardize(first)))
+    clamp_running_var(decoded, ds.layout)  # as sample.py saves decoded networks
+    for group, weights in [("aligned_BN_interpolated", first), ("VAE_latents_BN_decoded", decoded)]:
+        report = json.load(open(root / group / "report.json"))
+        expected = evaluate_flat(weights, ds.layout, ds.tinynn_config, images, labels)
+        assert report["per_model"]["generated"]["accuracy"] == pytest.approx(expected, abs=1e-6)
     assert (root / "midpoints.png").stat().st_size > 0
+
+
+def test_latent_interpolation_decodes_the_mixed_posterior_means(dataset):
+    ds = WeightDataset(str(dataset))
+    torch.manual_seed(0)
+    vae = WeightVAE(ds.layout.numel, hidden=16, latent_dim=3).eval()
+    pairs = checkpoint_pairs(ds, 2, seed=0)
+    w = ds.standardizer.destandardize(ds.train)
+    with torch.no_grad():
+        mu = [vae.encode(ds.standardizer.standardize(w[pairs[:, i]]))[0] for i in (0, 1)]
+        expected = ds.standardizer.destandardize(vae.decode(0.7 * mu[0] + 0.3 * mu[1]))
+    assert torch.allclose(latent_interpolate(vae, ds.standardizer, ds, pairs, 0.3), expected, atol=1e-5)
 
 
 def test_reestimated_batchnorm_holds_the_statistics_of_the_images(dataset, cifar):
