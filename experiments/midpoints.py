@@ -66,8 +66,8 @@ def interpolate(ds, pairs, alpha):
 def latent_interpolate(vae, vae_std, ds, pairs, alpha):
     """Flat weights the VAE decodes from (1 - alpha) mu_a + alpha mu_b, mu being its posterior
     means of each pair's checkpoints (in its own standardisation)."""
-    w = ds.standardizer.destandardize(ds.train)
-    mu = encode(vae, vae_std.standardize(w[pairs.flatten()])).view(len(pairs), 2, -1)
+    w = ds.standardizer.destandardize(ds.train[pairs.flatten()])  # only the pairs' rows
+    mu = encode(vae, vae_std.standardize(w)).view(len(pairs), 2, -1)
     p = next(vae.parameters())
     z = (1 - alpha) * mu[:, 0] + alpha * mu[:, 1]
     return vae_std.destandardize(vae.decode(z.to(p.device, p.dtype)).cpu())
