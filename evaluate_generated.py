@@ -66,11 +66,25 @@ def load_generated(path):
 
 
 def stats(values, min_acc=None):
-    a = np.asarray(values, dtype=np.float64)
+    """Summary of the finite values (n counts them); None for each figure when there is none (a
+    group of one network has no nearest other network and no pairs), so report.json stays JSON."""
+    a = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    a = a[np.isfinite(a)]
+    if not len(a):
+        return dict(n=0, **{k: None for k in ["mean", "median", "std", "min", "max"]})
     s = dict(mean=a.mean(), median=np.median(a), std=a.std(), min=a.min(), max=a.max())
     if min_acc is not None:
         s["above_min_acc"] = (a >= min_acc).mean()
     return dict(n=len(a), **{k: float(v) for k, v in s.items()})
+
+
+def finite_or_none(values):
+    """A list for report.json: inf (no other network to be near) becomes None (null)."""
+    return [v if np.isfinite(v) else None for v in values]
+
+
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
 
 
 def model_groups(generated, ds, args):
@@ -112,7 +126,7 @@ def novelty(groups, preds, train_rows, ds, labels):
         results[name] = dict(
             accuracy=preds[name].eq(labels).float().mean(1).tolist(),
             nearest_distance=dist.tolist(), nearest_run=[run_of[i] for i in row.tolist()],
-            nearest_in_group=nearest_within(z).tolist(),
+            nearest_in_group=finite_or_none(nearest_within(z).tolist()),
             max_error_overlap=max_error_overlap(preds[name] != labels, wrong_train,
                                                 torch.arange(len(z)) if is_train else None).tolist())
     return results
@@ -137,7 +151,7 @@ def functional_diversity(preds, train_runs):
     pairwise, counts = {}, {}
     for name, p in preds.items():
         d = disagreement(p, p)  # once per group: the median and the greedy count both read it
-        pairwise[name] = stats(d[~torch.eye(len(p), dtype=torch.bool)].tolist() or [float("nan")])
+        pairwise[name] = stats(d[~torch.eye(len(p), dtype=torch.bool)].tolist())
         counts[name] = greedy_count(d, threshold) if threshold is not None else None
     return threshold, pairwise, counts
 
@@ -204,8 +218,8 @@ def markdown(summary, report):
         lines.append(f"| {name} | {a['n']} | {a['mean']:.4f} | {a['median']:.4f} | {a['std']:.4f} | {a['min']:.4f} "
                      f"| {a['max']:.4f} | {a['above_min_acc']:.2f} | {'-' if new is None else f'{new:.2f}'} "
                      f"| {s['nearest_distance']['median']:.4f} | {s['max_error_overlap']['median']:.3f} "
-                     f"| {s['nearest_in_group']['median']:.4f} | {s['distinct']} "
-                     f"| {s['pairwise_disagreement']['median']:.3f} | {s['functionally_distinct']} |")
+                     f"| {_fmt(s['nearest_in_group']['median'], '.4f')} | {s['distinct']} "
+                     f"| {_fmt(s['pairwise_disagreement']['median'], '.3f')} | {s['functionally_distinct']} |")
     lines += ["", "Ensembles (accuracy of the averaged softmax):", "", "| networks | n | accuracy |", "|---|---|---|"]
     lines += [f"| {name} | {e['n']} | {e['accuracy']:.4f} |" for name, e in report["ensembles"].items()]
     r = report["source"].get("rejection")

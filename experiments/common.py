@@ -55,7 +55,7 @@ def write_table(path, title, columns, rows):
 
 
 def _fmt(v):
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+    return f"{v:.4f}" if isinstance(v, float) else "-" if v is None else str(v)
 
 
 def common_flags(p, dataset=True, vae=False):

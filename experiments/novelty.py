@@ -56,7 +56,7 @@ def novelty_rows(report, label, n_runs):
             copies=float(np.mean(np.asarray(r["nearest_distance"]) <= copy_dist)),
             same_errors=float(np.mean(np.asarray(r["max_error_overlap"]) >= same_overlap)),
             runs_covered=f"{len(runs)}/{n_runs}", top_run_share=max(runs.values()) / len(r["nearest_run"]),
-            repeats=float(np.mean(np.asarray(r["nearest_in_group"]) <= copy_dist)),
+            repeats=float(np.mean(np.asarray(r["nearest_in_group"], dtype=float) <= copy_dist)),
             distinct=report["summary"][name]["distinct"],
             new=_or_dash(report["summary"][name].get("new")),
             disagreement=report["summary"][name]["pairwise_disagreement"]["median"],

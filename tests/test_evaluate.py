@@ -84,6 +84,28 @@ def test_a_fresh_folder_that_is_not_fresh_is_one_clear_error(dataset, tmp_path):
     assert "Traceback" not in same_seeds.stderr + other_recipe.stderr
 
 
+def test_a_group_of_one_network_is_reported_without_infinities(dataset, tmp_path):
+    """One generated network has no nearest other one and no pairs: its figures are null in
+    report.json (strict JSON, no Infinity/NaN) and "-" in report.md."""
+    ds = WeightDataset(str(dataset), align=True, seed=0)
+    gen_dir = tmp_path / "one"
+    save_checkpoint(dict(kind="generated-tinynns", weights=ds.standardizer.destandardize(ds.train[:1]),
+                         tinynn=ds.tinynn_config, layout=ds.layout.to_json(), batchnorm="", dataset=ds.description),
+                    str(gen_dir / "generated.pt"))
+    evaluate(gen_dir)
+
+    def refuse(constant):
+        raise ValueError(f"report.json holds {constant}")
+    report = json.loads((gen_dir / "report.json").read_text(), parse_constant=refuse)
+    one = report["summary"]["generated"]
+    assert report["per_model"]["generated"]["nearest_in_group"] == [None]
+    assert one["nearest_in_group"]["n"] == 0 and one["nearest_in_group"]["median"] is None
+    assert one["pairwise_disagreement"]["median"] is None and one["accuracy"]["n"] == 1
+    assert report["summary"]["training checkpoints"]["nearest_in_group"]["n"] > 0  # other groups keep theirs
+    row = next(line for line in (gen_dir / "report.md").read_text().splitlines() if line.startswith("| generated |"))
+    assert "| - |" in row and "inf" not in row and "nan" not in row
+
+
 def test_novelty_measures_on_hand_made_cases():
     train = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
     dist, row = nearest(torch.tensor([[3.0, 4.0], [0.0, 1.0]]), train)
