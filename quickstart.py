@@ -13,12 +13,12 @@ finished runs; the VAE and diffusion steps are skipped when their checkpoint exi
 it prints the seconds of every step and writes them to checkpoints/NAME/quickstart_times.json.
 """
 import argparse
+import importlib
 import os
 import time
 
 from cli import ROOT, add_more_flags, add_runtime_flags, add_test_images_flag, run_step, runtime_argv
 from model_io import write_json
-from tinynn_training import TrainConfig
 
 # The sizes of a run. small: what fits 15 minutes of this project's slowest 2-core CPU (AVX2;
 # a TinyNN epoch takes ~25 s there; 12.4 min measured), so it trims the seed's recipe: a 2-epoch
@@ -26,20 +26,36 @@ from tinynn_training import TrainConfig
 # 0.75 after ~8 and cost ~5 minutes a run there), 20 checkpoints a run, a VAE of 40 epochs
 # (short of converged at this size: README) and fewer networks evaluated (one takes ~1.7 s on
 # the 10k test images). 200 diffusion epochs of the 54 latents are 1,400 updates; x_0
-# prediction is done after 2,800 at seed scale (README, "diffusion epochs"). seed: every
-# script's defaults.
-PRESETS = {
-    "small": dict(runs=3, ckpts_per_run=20, tinynn_epochs=2, min_acc=0.65, fresh_runs=2, fresh_ckpts_per_run=10,
-                  vae_epochs=40, vae_eval_every=20, vae_final_models=10, diffusion_epochs=200, num_models=30,
-                  train_models=20, baseline_models=4),
-    "seed": dict(runs=10, ckpts_per_run=250, tinynn_epochs=TrainConfig().epochs, min_acc=0.75, fresh_runs=5,
-                 fresh_ckpts_per_run=20, vae_epochs=100, vae_eval_every=10, vae_final_models=20,
-                 diffusion_epochs=1000, num_models=100, train_models=100, baseline_models=100),
-}
+# prediction is done after 2,800 at seed scale (README, "diffusion epochs").
+SMALL = dict(runs=3, ckpts_per_run=20, tinynn_epochs=2, min_acc=0.65, fresh_runs=2, fresh_ckpts_per_run=10,
+             vae_epochs=40, vae_eval_every=20, vae_final_models=10, diffusion_epochs=200, num_models=30,
+             train_models=20, baseline_models=4)
+
+
+def script_defaults(script, *required):
+    """The defaults of a pipeline script's flags (its parse_args with only the required ones)."""
+    return vars(importlib.import_module(script).parse_args(list(required)))
+
+
+def seed_preset():
+    """Every script's defaults, read from the scripts so that each is said once; the fresh set
+    (5 x 20) and the VAE's final report (20 networks) are the quickstart's own sizes."""
+    gen = script_defaults("Gen_Diffusion_Dataset", "--checkpoint_dir", "-")
+    vae = script_defaults("train_vae", "--checkpoint_dir", "-")
+    ev = script_defaults("evaluate_generated", "--model_path", "-")
+    return dict(runs=gen["runs"], ckpts_per_run=gen["ckpts_per_run"], tinynn_epochs=gen["epochs"],
+                min_acc=gen["min_acc"], fresh_runs=5, fresh_ckpts_per_run=20, vae_epochs=vae["epochs"],
+                vae_eval_every=vae["eval_every"], vae_final_models=20,
+                diffusion_epochs=script_defaults("train_diffusion", "--checkpoint_dir", "-")["epochs"],
+                num_models=script_defaults("sample", "--model_path", "-")["num_models"],
+                train_models=ev["train_models"], baseline_models=ev["baseline_models"])
+
+
+PRESETS = dict(small=lambda: SMALL, seed=seed_preset)
 
 
 def main(args):
-    for key, value in PRESETS[args.preset].items():
+    for key, value in PRESETS[args.preset]().items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     t0 = time.time()
@@ -81,7 +97,7 @@ def parse_args(argv=None):
                    help="the sizes below, unless a flag sets them (default small)")
     p.add_argument("--name", default=None, help="dataset name under checkpoints/ (default Quickstart, or Seed for "
                                                 "--preset seed); the fresh set is NAME_fresh")
-    s, d = PRESETS["small"], PRESETS["seed"]
+    s, d = SMALL, seed_preset()
     for key, type_, help in [
             ("runs", int, "TinyNN training runs"), ("ckpts_per_run", int, "checkpoints per run"),
             ("tinynn_epochs", float, "length of a TinyNN run's learning-rate schedule (Gen_Diffusion_Dataset.py "
