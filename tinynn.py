@@ -136,6 +136,15 @@ def clamp_running_var(vectors, layout):
     return clamped
 
 
+def layer_slots(layout):
+    """The slots grouped by layer, in order: each conv block with its BatchNorm ("features.0",
+    ...), then the head."""
+    layers = {}
+    for s in layout.slots:
+        layers.setdefault(s.name.rsplit(".", 2)[0], []).append(s)
+    return list(layers.values())
+
+
 def weight_slots(layout):
     """The slots of conv and linear weights (not BatchNorm, biases or running statistics)."""
     return [s for s in layout.slots if s.name.endswith("weight") and len(s.shape) > 1]

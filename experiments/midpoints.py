@@ -13,6 +13,10 @@ evaluate_generated.py with --fresh_dir:
 - unaligned, BN re-estimated: the same without weight matching (the control: why align);
 - endpoints, BN re-estimated: the first checkpoint of each pair alone, statistics recomputed (so
   the effect of re-estimation is not read as one of interpolation);
+- crossed layers, BN re-estimated: no mixing of numbers but of layers: the first round((1 -
+  alpha) * 7) of TinyNN's seven layers (six conv blocks, the head) from a, the rest from b,
+  aligned, statistics recomputed; what a generator that composes networks layer by layer would
+  make from two runs;
 - VAE latents, BN decoded (with --vae_path, a train_vae.py checkpoint of this dataset): the VAE
   decodes (1 - alpha) mu_a + alpha mu_b, its posterior means of the pair; BatchNorm statistics as
   decoded. Interpolation in latent space is what a sampler that mixes runs would do.
@@ -33,14 +37,14 @@ import checkpoint_dataset as cd
 from cifar10 import load_cifar10, split_validation, standardize
 from cli import run_main, run_step, runtime_argv
 from experiments.common import REPORT_COLUMNS, common_flags, plot_overlap_scatter, report_rows, write_table
-from model_io import CheckpointError, save_generated
-from tinynn import clamp_running_var, model_from_flat
+from model_io import GENERATED_KIND, CheckpointError, load_checkpoint, save_generated
+from tinynn import clamp_running_var, layer_slots, model_from_flat
 from vae_diffusion import encode
 from vae_model import load_vae
 from weight_dataset import WeightDataset
 
 GROUPS = ("aligned, BN interpolated", "aligned, BN re-estimated", "unaligned, BN re-estimated",
-          "endpoints, BN re-estimated")
+          "endpoints, BN re-estimated", "crossed layers, BN re-estimated")
 LATENT = "VAE latents, BN decoded"
 
 
@@ -56,18 +60,34 @@ def checkpoint_pairs(ds, n, seed):
     return torch.tensor(pairs)
 
 
+def pair_weights(ds, pairs):
+    """[pairs, 2, numel]: each pair's two checkpoints in weight units (only their rows of ds.train)."""
+    return ds.standardizer.destandardize(ds.train[pairs.flatten()]).view(len(pairs), 2, -1)
+
+
 def interpolate(ds, pairs, alpha):
     """Flat weights (1 - alpha) a + alpha b of each pair, in weight units."""
-    w = ds.standardizer.destandardize(ds.train)
-    return (1 - alpha) * w[pairs[:, 0]] + alpha * w[pairs[:, 1]]
+    w = pair_weights(ds, pairs)
+    return (1 - alpha) * w[:, 0] + alpha * w[:, 1]
+
+
+def cross_layers(ds, pairs, alpha):
+    """Flat weights of each pair's first round((1 - alpha) * L) layers from a and the others from
+    b (L layers: layer_slots), in weight units."""
+    w = pair_weights(ds, pairs)
+    out = w[:, 1].clone()
+    layers = layer_slots(ds.layout)
+    for slots in layers[:round((1 - alpha) * len(layers))]:
+        for s in slots:
+            out[:, s.offset:s.offset + s.numel] = w[:, 0, s.offset:s.offset + s.numel]
+    return out
 
 
 @torch.no_grad()
 def latent_interpolate(vae, vae_std, ds, pairs, alpha):
     """Flat weights the VAE decodes from (1 - alpha) mu_a + alpha mu_b, mu being its posterior
     means of each pair's checkpoints (in its own standardisation)."""
-    w = ds.standardizer.destandardize(ds.train[pairs.flatten()])  # only the pairs' rows
-    mu = encode(vae, vae_std.standardize(w)).view(len(pairs), 2, -1)
+    mu = encode(vae, vae_std.standardize(pair_weights(ds, pairs).flatten(0, 1))).view(len(pairs), 2, -1)
     p = next(vae.parameters())
     z = (1 - alpha) * mu[:, 0] + alpha * mu[:, 1]
     return vae_std.destandardize(vae.decode(z.to(p.device, p.dtype)).cpu())
@@ -111,10 +131,11 @@ def group_weights(folder, args):
     images = bn_images(aligned.manifest, load_cifar10(args.data_dir, download=not args.no_download), args.bn_images)
     mid = interpolate(aligned, pairs, args.alpha)
     clamp_running_var(mid, aligned.layout)
-    endpoints = aligned.standardizer.destandardize(aligned.train[pairs[:, 0]])
+    endpoints = pair_weights(aligned, pairs)[:, 0]
     weights = dict(zip(GROUPS, [mid, reestimate_bn(mid, aligned, images),
                                 reestimate_bn(interpolate(unaligned, pairs, args.alpha), unaligned, images),
-                                reestimate_bn(endpoints, aligned, images)]))
+                                reestimate_bn(endpoints, aligned, images),
+                                reestimate_bn(cross_layers(aligned, pairs, args.alpha), aligned, images)]))
     if args.vae_path:
         decoded = latent_interpolate(*load_aligned_vae(args.vae_path, aligned), aligned, pairs, args.alpha)
         clamp_running_var(decoded, aligned.layout)
@@ -122,17 +143,30 @@ def group_weights(folder, args):
     return aligned, weights
 
 
+def made_with(out, source, n):
+    """Whether out holds n networks made with these settings (a group made otherwise is made again)."""
+    path = os.path.join(out, "generated.pt")
+    if not os.path.exists(path):
+        return False
+    generated = load_checkpoint(path, GENERATED_KIND)
+    return generated["source"] == source and len(generated["weights"]) == n
+
+
 def main(args):
     folder = cd.dataset_folder(args.checkpoint_dir)
     root = os.path.join(folder, "midpoints")
     groups = GROUPS + ((LATENT,) if args.vae_path else ())
     outs = {g: os.path.join(root, g.replace(", ", "_").replace(" ", "_").replace("-", "")) for g in groups}
-    if not all(os.path.exists(os.path.join(o, "generated.pt")) for o in outs.values()):
+    sources = {g: dict(experiment="midpoints", group=g, alpha=args.alpha, pairs_seed=args.seed,
+                       bn_images=args.bn_images, vae_path=args.vae_path) for g in groups}
+    stale = [g for g in groups if not made_with(outs[g], sources[g], args.num_models)]
+    if stale:
         ds, weights = group_weights(folder, args)
-        for group, w in weights.items():
-            source = dict(experiment="midpoints", group=group, alpha=args.alpha, pairs_seed=args.seed,
-                          bn_images=args.bn_images, vae_path=args.vae_path)
-            save_generated(w, ds.layout, ds.tinynn_config, outs[group], source, ds.description,
+        for group in stale:
+            report = os.path.join(outs[group], "report.json")
+            if os.path.exists(report):  # of other networks (another --alpha, seed, ...): evaluated again
+                os.remove(report)
+            save_generated(weights[group], ds.layout, ds.tinynn_config, outs[group], sources[group], ds.description,
                            batchnorm=group.split(", ")[1])
     reports = []
     for group, out in outs.items():
@@ -151,7 +185,8 @@ def main(args):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fresh_dir", required=True, help="fresh-seed checkpoint dataset (evaluate_generated.py)")
-    p.add_argument("--alpha", type=float, default=0.5, help="where between the two runs (default 0.5, the midpoint)")
+    p.add_argument("--alpha", type=float, default=0.5, help="where between the two runs (default 0.5, the midpoint; "
+                                                             "crossed layers: the share of layers from the second)")
     p.add_argument("--bn_images", type=int, default=5000, help="training images for BatchNorm statistics "
                                                                 "(default 5000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pair draw (default 0)")

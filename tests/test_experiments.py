@@ -8,12 +8,12 @@ from baselines import distinct, nearest_within
 from cifar10 import standardize
 from conftest import DATA_DIR, TEST_IMAGES, TINY, TINY_VAE_FLAGS, private_copy, run_script
 from model_io import VAE_KIND, load_checkpoint
-from tinynn import clamp_running_var, model_from_flat
+from tinynn import clamp_running_var, layer_slots, model_from_flat
 from tinynn_training import evaluate_flat
 from vae_model import WeightVAE, load_vae
 from weight_dataset import WeightDataset
 
-from experiments.midpoints import GROUPS, LATENT, checkpoint_pairs, latent_interpolate, reestimate_bn
+from experiments.midpoints import GROUPS, LATENT, checkpoint_pairs, cross_layers, latent_interpolate, reestimate_bn
 from experiments.novelty import novelty_rows
 
 SMALL = ["--num_models", "3", "--train_models", "3", "--test_images", TEST_IMAGES, "--data_dir", DATA_DIR,
@@ -155,7 +155,32 @@ def test_midpoints_at_alpha_0_are_the_first_checkpoints(dataset, fresh, cifar):
         report = json.load(open(root / group / "report.json"))
         expected = evaluate_flat(weights, ds.layout, ds.tinynn_config, images, labels)
         assert report["per_model"]["generated"]["accuracy"] == pytest.approx(expected, abs=1e-6)
+    # alpha 0 takes every layer from the first checkpoint: the crossed group is the endpoints group
+    crossed, ends = [json.load(open(root / g / "report.json"))["per_model"]["generated"]["accuracy"]
+                     for g in ("crossed_layers_BN_reestimated", "endpoints_BN_reestimated")]
+    assert crossed == pytest.approx(ends, abs=1e-6)
     assert (root / "midpoints.png").stat().st_size > 0
+    # Another alpha makes the groups again (not the alpha-0 networks' reports): alpha 1 is the second checkpoints.
+    run_script("-m", "experiments.midpoints", "--checkpoint_dir", dataset, "--fresh_dir", fresh, "--alpha", "1",
+               "--bn_images", "500", "--vae_path", vae_path, *SMALL)
+    second = ds.standardizer.destandardize(ds.train[pairs[:, 1]])
+    report = json.load(open(root / "aligned_BN_interpolated" / "report.json"))
+    expected = evaluate_flat(second, ds.layout, ds.tinynn_config, images, labels)
+    assert report["source"]["alpha"] == 1 and report["per_model"]["generated"]["accuracy"] == pytest.approx(expected,
+                                                                                                         abs=1e-6)
+
+
+def test_crossed_layers_take_the_first_layers_from_one_run_and_the_rest_from_the_other(dataset):
+    ds = WeightDataset(str(dataset))
+    layers = layer_slots(ds.layout)
+    assert [s for slots in layers for s in slots] == ds.layout.slots  # every slot once, in order
+    assert len(layers) == 7 and layers[0][0].name == "features.0.0.weight" and layers[-1][0].name == "head.weight"
+    pairs = checkpoint_pairs(ds, 2, seed=0)
+    w = ds.standardizer.destandardize(ds.train)
+    crossed = cross_layers(ds, pairs, 0.5)  # round(3.5): four layers from a, three from b
+    cut = layers[4][0].offset
+    assert torch.equal(crossed[:, :cut], w[pairs[:, 0], :cut])
+    assert torch.equal(crossed[:, cut:], w[pairs[:, 1], cut:])
 
 
 def test_latent_interpolation_decodes_the_mixed_posterior_means(dataset):
