@@ -1,4 +1,5 @@
-"""Align independent TinyNN runs by permuting hidden units (weight matching, Git Re-Basin).
+"""Align independent TinyNN runs by permuting hidden units (weight matching, Git Re-Basin; or
+activation matching).
 
 Runs from different seeds sit in basins that are permutations of each other. Weight matching
 (Ainsworth et al. 2023) finds, for each run, the permutation of every conv layer's output
@@ -7,12 +8,16 @@ channels that makes its weights most similar to a reference run's, one layer at 
 layer's channels, applied to its conv rows, its BatchNorm tensors and the next layer's input
 columns, leaves the network's function unchanged.
 
+Activation matching (Li et al. 2016; Ainsworth et al. 2023, section 3.1) pairs channels whose
+outputs on the same images correlate best instead; it needs images and a forward pass, and on
+TinyNN pairs its midpoints lose half as much accuracy (README, networks between runs).
+
 Everything here works on flat weight vectors: a run's permutations become one index vector
 over the flat layout, so aligning 250 checkpoints of a run is one gather.
 """
 import torch
 
-from tinynn import TinyNN
+from tinynn import TinyNN, model_from_flat
 
 
 def permutation_spec(model_config):
@@ -85,6 +90,32 @@ def weight_matching(reference, other, layout, spec, max_sweeps=100, seed=0):
             perms[i] = new
         if not changed:
             break
+    return perms
+
+
+@torch.no_grad()
+def block_outputs(vector, layout, model_config, images):
+    """Each conv block's output (after BatchNorm and ReLU) on `images` (standardised float), as
+    [channels, images x pixels]."""
+    model = model_from_flat(vector, layout, model_config)
+    h, out = images, []
+    for block in model.features:
+        h = block(h)
+        out.append(h.transpose(0, 1).reshape(h.shape[1], -1))
+    return out
+
+
+def activation_matching(reference, other, layout, model_config, images):
+    """Permutations (one per layer) that bring `other`'s channels onto `reference`'s by the
+    correlation of their outputs on `images` (one assignment per layer; a channel's output does
+    not depend on how earlier layers are ordered, so the layers are matched independently)."""
+    from scipy.optimize import linear_sum_assignment  # see weight_matching
+    perms = []
+    for a, b in zip(block_outputs(reference, layout, model_config, images),
+                    block_outputs(other, layout, model_config, images)):
+        za, zb = [(t - t.mean(1, keepdim=True)) / (t.std(1, keepdim=True) + 1e-6) for t in (a, b)]
+        _, cols = linear_sum_assignment((za.double() @ zb.double().T).numpy(), maximize=True)
+        perms.append(torch.as_tensor(cols, dtype=torch.long))
     return perms
 
 

@@ -2,11 +2,13 @@
 and are they new networks by the fresh-seed bar?
 
 A generator that leaves its training modes has to put networks between runs; this measures
-what is there, with no learned model. From the generator's training split (WeightDataset: runs
-aligned by weight matching, as the VAE sees them), --num_models pairs of checkpoints of two
-different runs are drawn, and each pair gives the network (1 - alpha) a + alpha b (alpha from
---alpha, default 0.5: the midpoint). Groups, each written as a generated.pt and judged by
-evaluate_generated.py with --fresh_dir:
+what is there, with no learned model. From the generator's training split, --num_models pairs
+of checkpoints of two different runs are drawn, and each pair gives the network (1 - alpha) a +
+alpha b (alpha from --alpha, default 0.5: the midpoint). --match says how b's channels are
+aligned to a's: dataset (default): as the VAE sees them, every run matched to one reference run
+by weight matching; weights: b matched to a directly by weight matching; activations: by the
+correlation of the channels' outputs on --match_images training images (alignment.py). Groups,
+each written as a generated.pt and judged by evaluate_generated.py with --fresh_dir:
 - aligned, BN interpolated: the BatchNorm running statistics interpolated with the weights;
 - aligned, BN re-estimated: running statistics recomputed on --bn_images training images (the
   validation split and the test set are not used);
@@ -20,12 +22,15 @@ evaluate_generated.py with --fresh_dir:
 - VAE latents, BN decoded (with --vae_path, a train_vae.py checkpoint of this dataset): the VAE
   decodes (1 - alpha) mu_a + alpha mu_b, its posterior means of the pair; BatchNorm statistics as
   decoded. Interpolation in latent space is what a sampler that mixes runs would do.
-Writes, in checkpoints/NAME/midpoints/: one folder per group (generated.pt, report), and
-midpoints.md/.json/.png (table and accuracy/overlap scatter).
+The groups unaligned, endpoints and VAE latents do not depend on --match and are made with the
+default only. Writes, in checkpoints/NAME/midpoints/ (midpoints_weights/, midpoints_activations/
+for the other --match): one folder per group (generated.pt, report), and midpoints.md/.json/.png
+(table and accuracy/overlap scatter).
 
     python -m experiments.midpoints --checkpoint_dir Toy_CNN --fresh_dir Toy_CNN_fresh
     python -m experiments.midpoints --checkpoint_dir Toy_CNN --fresh_dir Toy_CNN_fresh --alpha 0.35 \
         --vae_path checkpoints/Toy_CNN/vae/vae.pt
+    python -m experiments.midpoints --checkpoint_dir Toy_CNN --fresh_dir Toy_CNN_fresh --match activations
 """
 import argparse
 import json
@@ -34,6 +39,7 @@ import os
 import torch
 
 import checkpoint_dataset as cd
+from alignment import activation_matching, flat_index, permutation_spec, weight_matching
 from cifar10 import load_cifar10, split_validation, standardize
 from cli import run_main, run_step, runtime_argv
 from experiments.common import REPORT_COLUMNS, common_flags, plot_overlap_scatter, report_rows, write_table
@@ -45,6 +51,7 @@ from weight_dataset import WeightDataset
 
 GROUPS = ("aligned, BN interpolated", "aligned, BN re-estimated", "unaligned, BN re-estimated",
           "endpoints, BN re-estimated", "crossed layers, BN re-estimated")
+MATCHED = ("aligned, BN interpolated", "aligned, BN re-estimated", "crossed layers, BN re-estimated")  # use --match
 LATENT = "VAE latents, BN decoded"
 
 
@@ -65,18 +72,28 @@ def pair_weights(ds, pairs):
     return ds.standardizer.destandardize(ds.train[pairs.flatten()]).view(len(pairs), 2, -1)
 
 
-def interpolate(ds, pairs, alpha):
-    """Flat weights (1 - alpha) a + alpha b of each pair, in weight units."""
-    w = pair_weights(ds, pairs)
+def match_pairs(w, ds, how, images):
+    """w [pairs, 2, numel] with each b's channels matched to its a's ("weights" or "activations"
+    on `images`, standardised), in place."""
+    spec = permutation_spec(ds.tinynn_config)
+    for pair in w:
+        a, b = pair
+        perms = (weight_matching(a, b, ds.layout, spec) if how == "weights" else
+                 activation_matching(a, b, ds.layout, ds.tinynn_config, images))
+        pair[1] = b[flat_index(perms, ds.layout, spec)]
+    return w
+
+
+def interpolate(w, alpha):
+    """Flat weights (1 - alpha) a + alpha b of each pair of w [pairs, 2, numel]."""
     return (1 - alpha) * w[:, 0] + alpha * w[:, 1]
 
 
-def cross_layers(ds, pairs, alpha):
-    """Flat weights of each pair's first round((1 - alpha) * L) layers from a and the others from
-    b (L layers: layer_slots), in weight units."""
-    w = pair_weights(ds, pairs)
+def cross_layers(w, layout, alpha):
+    """Flat weights of each pair's (w [pairs, 2, numel]) first round((1 - alpha) * L) layers from
+    a and the others from b (L layers: layer_slots)."""
     out = w[:, 1].clone()
-    layers = layer_slots(ds.layout)
+    layers = layer_slots(layout)
     for slots in layers[:round((1 - alpha) * len(layers))]:
         for s in slots:
             out[:, s.offset:s.offset + s.numel] = w[:, 0, s.offset:s.offset + s.numel]
@@ -129,13 +146,20 @@ def group_weights(folder, args):
     aligned, unaligned = WeightDataset(folder, align=True), WeightDataset(folder, align=False)
     pairs = checkpoint_pairs(aligned, args.num_models, args.seed)  # same rows in both: same split seed
     images = bn_images(aligned.manifest, load_cifar10(args.data_dir, download=not args.no_download), args.bn_images)
-    mid = interpolate(aligned, pairs, args.alpha)
+    if args.match == "dataset":
+        w = pair_weights(aligned, pairs)
+    else:
+        w = match_pairs(pair_weights(unaligned, pairs), unaligned, args.match,
+                        standardize(images[:args.match_images]))
+    mid = interpolate(w, args.alpha)
     clamp_running_var(mid, aligned.layout)
-    endpoints = pair_weights(aligned, pairs)[:, 0]
-    weights = dict(zip(GROUPS, [mid, reestimate_bn(mid, aligned, images),
-                                reestimate_bn(interpolate(unaligned, pairs, args.alpha), unaligned, images),
-                                reestimate_bn(endpoints, aligned, images),
-                                reestimate_bn(cross_layers(aligned, pairs, args.alpha), aligned, images)]))
+    weights = dict(zip(MATCHED, [mid, reestimate_bn(mid, aligned, images),
+                                 reestimate_bn(cross_layers(w, aligned.layout, args.alpha), aligned, images)]))
+    if args.match != "dataset":
+        return aligned, weights
+    weights["unaligned, BN re-estimated"] = reestimate_bn(interpolate(pair_weights(unaligned, pairs), args.alpha),
+                                                          unaligned, images)
+    weights["endpoints, BN re-estimated"] = reestimate_bn(w[:, 0], aligned, images)
     if args.vae_path:
         decoded = latent_interpolate(*load_aligned_vae(args.vae_path, aligned), aligned, pairs, args.alpha)
         clamp_running_var(decoded, aligned.layout)
@@ -154,11 +178,12 @@ def made_with(out, source, n):
 
 def main(args):
     folder = cd.dataset_folder(args.checkpoint_dir)
-    root = os.path.join(folder, "midpoints")
-    groups = GROUPS + ((LATENT,) if args.vae_path else ())
+    root = os.path.join(folder, "midpoints" if args.match == "dataset" else f"midpoints_{args.match}")
+    groups = MATCHED if args.match != "dataset" else GROUPS + ((LATENT,) if args.vae_path else ())
     outs = {g: os.path.join(root, g.replace(", ", "_").replace(" ", "_").replace("-", "")) for g in groups}
     sources = {g: dict(experiment="midpoints", group=g, alpha=args.alpha, pairs_seed=args.seed,
-                       bn_images=args.bn_images, vae_path=args.vae_path) for g in groups}
+                       bn_images=args.bn_images, vae_path=args.vae_path, match=args.match,
+                       match_images=args.match_images if args.match == "activations" else None) for g in groups}
     stale = [g for g in groups if not made_with(outs[g], sources[g], args.num_models)]
     if stale:
         ds, weights = group_weights(folder, args)
@@ -177,7 +202,7 @@ def main(args):
             reports.append((group, json.load(f)))
     out = os.path.join(root, "midpoints")
     write_table(out, f"Networks between runs: alpha {args.alpha}, {args.num_models} pairs of checkpoints of two "
-                f"runs; bar {reports[0][1]['new_bar']:.3f} (fresh set {args.fresh_dir})", REPORT_COLUMNS,
+                f"runs, matched by {args.match}; bar {reports[0][1]['new_bar']:.3f} (fresh set {args.fresh_dir})", REPORT_COLUMNS,
                 report_rows(args.checkpoint_dir, reports))
     plot_overlap_scatter({args.checkpoint_dir: reports}, out + ".png")
 
@@ -190,11 +215,21 @@ def parse_args(argv=None):
     p.add_argument("--bn_images", type=int, default=5000, help="training images for BatchNorm statistics "
                                                                 "(default 5000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pair draw (default 0)")
+    p.add_argument("--match", choices=["dataset", "weights", "activations"], default="dataset",
+                   help="how each pair's second run is aligned to its first: dataset (the VAE's alignment, every run "
+                        "to one reference by weight matching; default), weights (pair by pair) or activations "
+                        "(correlation of channel outputs)")
+    p.add_argument("--match_images", type=int, default=1000,
+                   help="training images whose activations are matched (--match activations; default 1000)")
     p.add_argument("--vae_path", default=None,
                    help="a train_vae.py checkpoint (vae.pt) of this dataset: adds the group of its decoded latent "
                         "interpolations (default: none)")
     common_flags(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.vae_path and args.match != "dataset":
+        p.error("--vae_path interpolates in the VAE's latent space, which has the dataset's alignment: use "
+                "--match dataset")
+    return args
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 the reference is mapped back onto it exactly."""
 import torch
 
-from alignment import align_runs, flat_index, permutation_spec, weight_matching
+from alignment import activation_matching, align_runs, block_outputs, flat_index, permutation_spec, weight_matching
 from cifar10 import standardize
 from tinynn import TINYNN_DEFAULTS, FlatLayout, TinyNN, model_from_flat
 from tinynn_training import RunTrainer
@@ -57,3 +57,18 @@ def test_aligning_an_independent_run_keeps_function_and_moves_it_closer(cifar):
         torch.testing.assert_close(model_from_flat(aligned, layout, CONFIG)(x),
                                    model_from_flat(other, layout, CONFIG)(x), rtol=1e-5, atol=1e-5)
     assert (aligned - ref).norm() < (other - ref).norm()
+
+
+def test_activation_matching_maps_a_permuted_copy_onto_the_reference(cifar):
+    """A permuted copy computes the same channel outputs in another order; matched back, every
+    block's outputs are the reference's (channels that never fire may pair in any order)."""
+    layout = FlatLayout.of(TinyNN(**CONFIG))
+    spec = permutation_spec(CONFIG)
+    ref = briefly_trained(cifar, 0)
+    scrambled = ref[flat_index(random_perms(spec, layout, 3), layout, spec)]
+    x = standardize(cifar.train_images[:100])
+    perms = activation_matching(ref, scrambled, layout, CONFIG, x)
+    matched = scrambled[flat_index(perms, layout, spec)]
+    assert not torch.equal(block_outputs(scrambled, layout, CONFIG, x)[0], block_outputs(ref, layout, CONFIG, x)[0])
+    for a, b in zip(block_outputs(matched, layout, CONFIG, x), block_outputs(ref, layout, CONFIG, x)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -13,7 +13,8 @@ from tinynn_training import evaluate_flat
 from vae_model import WeightVAE, load_vae
 from weight_dataset import WeightDataset
 
-from experiments.midpoints import GROUPS, LATENT, checkpoint_pairs, cross_layers, latent_interpolate, reestimate_bn
+from experiments.midpoints import (GROUPS, LATENT, MATCHED, checkpoint_pairs, cross_layers, latent_interpolate,
+                                  match_pairs, pair_weights, reestimate_bn)
 from experiments.novelty import novelty_rows
 
 SMALL = ["--num_models", "3", "--train_models", "3", "--test_images", TEST_IMAGES, "--data_dir", DATA_DIR,
@@ -168,6 +169,16 @@ def test_midpoints_at_alpha_0_are_the_first_checkpoints(dataset, fresh, cifar):
     expected = evaluate_flat(second, ds.layout, ds.tinynn_config, images, labels)
     assert report["source"]["alpha"] == 1 and report["per_model"]["generated"]["accuracy"] == pytest.approx(expected,
                                                                                                          abs=1e-6)
+    # Pairs matched by activations, alpha 0: still the first checkpoints; only the groups that use the matching.
+    run_script("-m", "experiments.midpoints", "--checkpoint_dir", dataset, "--fresh_dir", fresh, "--alpha", "0",
+               "--bn_images", "500", "--match", "activations", "--match_images", "200", *SMALL)
+    rows = json.load(open(dataset / "midpoints_activations" / "midpoints.json"))
+    assert [r["models"] for r in rows] == ["training checkpoints", "fresh seeds"] + [f"generated: {g}" for g in MATCHED]
+    report = json.load(open(dataset / "midpoints_activations" / "aligned_BN_interpolated" / "report.json"))
+    unaligned_first = pair_weights(WeightDataset(str(dataset), align=False), pairs)[:, 0]  # a as trained
+    expected = evaluate_flat(unaligned_first, ds.layout, ds.tinynn_config, images, labels)
+    assert report["source"]["match"] == "activations"
+    assert report["per_model"]["generated"]["accuracy"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_crossed_layers_take_the_first_layers_from_one_run_and_the_rest_from_the_other(dataset):
@@ -177,10 +188,28 @@ def test_crossed_layers_take_the_first_layers_from_one_run_and_the_rest_from_the
     assert len(layers) == 7 and layers[0][0].name == "features.0.0.weight" and layers[-1][0].name == "head.weight"
     pairs = checkpoint_pairs(ds, 2, seed=0)
     w = ds.standardizer.destandardize(ds.train)
-    crossed = cross_layers(ds, pairs, 0.5)  # round(3.5): four layers from a, three from b
+    crossed = cross_layers(pair_weights(ds, pairs), ds.layout, 0.5)  # round(3.5): four layers from a, three from b
     cut = layers[4][0].offset
     assert torch.equal(crossed[:, :cut], w[pairs[:, 0], :cut])
     assert torch.equal(crossed[:, cut:], w[pairs[:, 1], cut:])
+
+
+def test_matching_a_pair_maps_a_permuted_copy_back_onto_its_first(dataset, cifar):
+    from alignment import block_outputs, flat_index, permutation_spec
+    ds = WeightDataset(str(dataset), align=False)
+    spec = permutation_spec(ds.tinynn_config)
+    g = torch.Generator().manual_seed(0)
+    perms = [torch.randperm(ds.layout.unflatten(torch.zeros(ds.layout.numel))[layer["conv"]].shape[0], generator=g)
+             for layer in spec]
+    a = ds.standardizer.destandardize(ds.train[:1])[0]
+    w = torch.stack([a, a[flat_index(perms, ds.layout, spec)]])[None]
+    assert not torch.equal(w[0, 1], a)
+    assert torch.equal(match_pairs(w.clone(), ds, "weights", None)[0, 1], a)
+    matched = match_pairs(w.clone(), ds, "activations", standardize(cifar.train_images[:100]))[0, 1]
+    x = standardize(cifar.train_images[100:200])  # channel by channel, the same outputs as a's
+    outputs = [block_outputs(v, ds.layout, ds.tinynn_config, x) for v in (matched, a)]
+    for m, r in zip(*outputs):
+        torch.testing.assert_close(m, r, rtol=1e-4, atol=1e-4)
 
 
 def test_latent_interpolation_decodes_the_mixed_posterior_means(dataset):
