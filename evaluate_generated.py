@@ -216,7 +216,7 @@ def markdown(summary, report):
     for name, s in summary.items():
         a, new = s["accuracy"], s.get("new")
         lines.append(f"| {name} | {a['n']} | {a['mean']:.4f} | {a['median']:.4f} | {a['std']:.4f} | {a['min']:.4f} "
-                     f"| {a['max']:.4f} | {a['above_min_acc']:.2f} | {'-' if new is None else f'{new:.2f}'} "
+                     f"| {a['max']:.4f} | {a['above_min_acc']:.2f} | {_fmt(new, '.2f')} "
                      f"| {s['nearest_distance']['median']:.4f} | {s['max_error_overlap']['median']:.3f} "
                      f"| {_fmt(s['nearest_in_group']['median'], '.4f')} | {s['distinct']} "
                      f"| {_fmt(s['pairwise_disagreement']['median'], '.3f')} | {s['functionally_distinct']} |")

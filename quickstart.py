@@ -51,13 +51,7 @@ def seed_preset():
                 train_models=ev["train_models"], baseline_models=ev["baseline_models"])
 
 
-PRESETS = dict(small=lambda: SMALL, seed=seed_preset)
-
-
 def main(args):
-    for key, value in PRESETS[args.preset]().items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
     t0 = time.time()
     folder = os.path.join(ROOT, "checkpoints", args.name)
     common, device = runtime_argv(args), runtime_argv(args, data=False)
@@ -93,11 +87,12 @@ def main(args):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="small",
+    presets = dict(small=SMALL, seed=seed_preset())
+    p.add_argument("--preset", choices=sorted(presets), default="small",
                    help="the sizes below, unless a flag sets them (default small)")
     p.add_argument("--name", default=None, help="dataset name under checkpoints/ (default Quickstart, or Seed for "
                                                 "--preset seed); the fresh set is NAME_fresh")
-    s, d = SMALL, seed_preset()
+    s, d = presets["small"], presets["seed"]
     for key, type_, help in [
             ("runs", int, "TinyNN training runs"), ("ckpts_per_run", int, "checkpoints per run"),
             ("tinynn_epochs", float, "length of a TinyNN run's learning-rate schedule (Gen_Diffusion_Dataset.py "
@@ -118,6 +113,9 @@ def parse_args(argv=None):
     add_more_flags(p, "dataset", "Gen_Diffusion_Dataset.py", "--train_size 2000 --workers 2")
     add_more_flags(p, "vae", "train_vae.py", "--hidden 64")
     args = p.parse_args(argv)
+    for key, value in presets[args.preset].items():  # a size flag overrides its preset
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     args.name = args.name or {"small": "Quickstart", "seed": "Seed"}[args.preset]
     return args
 

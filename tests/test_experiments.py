@@ -199,8 +199,8 @@ def test_matching_a_pair_maps_a_permuted_copy_back_onto_its_first(dataset, cifar
     ds = WeightDataset(str(dataset), align=False)
     spec = permutation_spec(ds.tinynn_config)
     g = torch.Generator().manual_seed(0)
-    perms = [torch.randperm(ds.layout.unflatten(torch.zeros(ds.layout.numel))[layer["conv"]].shape[0], generator=g)
-             for layer in spec]
+    shapes = {s.name: s.shape for s in ds.layout.slots}
+    perms = [torch.randperm(shapes[layer["conv"]][0], generator=g) for layer in spec]
     a = ds.standardizer.destandardize(ds.train[:1])[0]
     w = torch.stack([a, a[flat_index(perms, ds.layout, spec)]])[None]
     assert not torch.equal(w[0, 1], a)
