@@ -119,15 +119,31 @@ def activation_matching(reference, other, layout, model_config, images):
     return perms
 
 
-def align_runs(final_weights, layout, model_config, reference_run):
+ALIGN_METHODS = ("weights", "activations", "none")
+
+
+def align_method(align):
+    """One of ALIGN_METHODS; True and False (how checkpoints recorded it before activation
+    matching) are weights and none."""
+    if isinstance(align, bool):
+        return "weights" if align else "none"
+    if align not in ALIGN_METHODS:
+        raise ValueError(f"align must be one of {', '.join(ALIGN_METHODS)}, not {align!r}")
+    return align
+
+
+def align_runs(final_weights, layout, model_config, reference_run, method="weights", images=None):
     """{run: flat index} that aligns every run to `reference_run`, matched on each run's
-    `final_weights[run]` (one flat vector per run); the reference gets the identity."""
+    `final_weights[run]` (one flat vector per run) by weight matching, or by activation matching
+    on `images` (standardised); the reference gets the identity."""
     spec = permutation_spec(model_config)
+    ref = final_weights[reference_run]
     out = {}
     for run, vec in final_weights.items():
         if run == reference_run:
             out[run] = torch.arange(layout.numel)
-        else:
-            perms = weight_matching(final_weights[reference_run], vec, layout, spec)
-            out[run] = flat_index(perms, layout, spec)
+            continue
+        perms = (weight_matching(ref, vec, layout, spec) if method == "weights" else
+                 activation_matching(ref, vec, layout, model_config, images))
+        out[run] = flat_index(perms, layout, spec)
     return out

@@ -49,6 +49,15 @@ def add_more_flags(parser, step, script, example, where=""):
                         help=f'more {script} flags in one string{where}, e.g. "{example}"')
 
 
+def add_align_flag(parser, where=""):
+    """--align: how the runs of a checkpoint dataset are aligned before a generator learns them."""
+    from alignment import ALIGN_METHODS
+    parser.add_argument("--align", choices=ALIGN_METHODS, default="weights",
+                        help=f"{where}how every run's channels are matched to the first run's: weights (weight "
+                             f"matching; default), activations (correlation of channel outputs on 1,000 training "
+                             f"images from --data_dir) or none (the ablation); cached in the dataset folder")
+
+
 def add_test_images_flag(parser, where=""):
     """--test_images N: evaluations on the first N CIFAR-10 test images. `where` says which
     evaluations when a script makes others too."""

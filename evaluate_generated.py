@@ -33,6 +33,7 @@ Writes report.json (every model's figures), report.md, accuracy_hist.png, novelt
 new_networks.png (accuracy against max error overlap) beside the generated models.
 """
 import argparse
+import hashlib
 import os
 
 import numpy as np
@@ -44,13 +45,14 @@ from baselines import (all_baselines, cross_run_disagreement, disagreement, dist
                        one_per_run)
 from cifar10 import load_cifar10
 from cli import add_runtime_flags, add_test_images_flag, run_main
-from model_io import GENERATED_KIND, CheckpointError, load_checkpoint, pick_device, write_json
+from model_io import GENERATED_KIND, CheckpointError, atomic_write, load_checkpoint, pick_device, write_json
 from tinynn import FlatLayout, clamp_running_var
 from tinynn_training import evaluate_flat, probabilities_flat
 from vae_model import load_vae
 from weight_dataset import WeightDataset
 
 TRAIN, FRESH = "training checkpoints", "fresh seeds"
+PREDICTIONS = "predictions"  # the cache of reference networks' test outputs, in the dataset folder
 
 
 def load_generated(path):
@@ -104,13 +106,35 @@ def model_groups(generated, ds, args):
 
 
 def softmax_outputs(groups, ds, images, device):
-    """{group: softmax outputs [models, images, classes]} of every group's networks."""
+    """{group: softmax outputs [models, images, classes]} of every group's networks; those of the
+    reference groups (training, fresh, baselines) are cached in the dataset folder."""
     out = {}
     for name, z in groups.items():
         w = ds.standardizer.destandardize(z)
         clamp_running_var(w, ds.layout)  # baselines too: a usable network needs var >= 0
-        out[name] = probabilities_flat(w, ds.layout, ds.tinynn_config, images, device)
+        compute = lambda: probabilities_flat(w, ds.layout, ds.tinynn_config, images, device)
+        out[name] = compute() if name == "generated" else cached(compute, w, images, device, ds.folder)
     return out
+
+
+def cached(compute, weights, images, device, folder):
+    """compute()'s softmax outputs of networks `weights` on `images`, kept in FOLDER/predictions/
+    under a hash of both (and the device type): every group of an experiment is judged against the
+    same training and fresh networks, which took ~2/3 of each evaluation. A broken entry is
+    computed again."""
+    key = hashlib.sha256(str(torch.device(device).type).encode())
+    for t in (weights, images):
+        key.update(t.detach().cpu().contiguous().numpy().tobytes())
+    path = os.path.join(folder, PREDICTIONS, key.hexdigest()[:32] + ".pt")
+    if os.path.exists(path):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a half-copied or foreign file: recompute, not fatal
+            pass
+    probs = compute()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write(path, lambda tmp: torch.save(probs.cpu(), tmp))
+    return probs
 
 
 def novelty(groups, preds, train_rows, ds, labels):
@@ -273,10 +297,10 @@ def main(args):
     device = pick_device(args.device)
     generated, layout, source, split = load_generated(args.model_path)
     folder = cd.dataset_folder(args.checkpoint_dir) if args.checkpoint_dir else split["folder"]
-    ds = WeightDataset.from_description(split, folder)
+    data = load_cifar10(args.data_dir, device, download=not args.no_download)  # first: an activation alignment reads it
+    ds = WeightDataset.from_description(split, folder, args.data_dir)
     if ds.layout != layout:
         raise CheckpointError(f"the generated models and {folder} have different TinyNN layouts")
-    data = load_cifar10(args.data_dir, device, download=not args.no_download)
     test_images, test_labels = data.first_test(args.test_images)
     n_test = len(test_labels)
     labels = test_labels.cpu()

@@ -17,7 +17,7 @@ import time
 import torch
 
 import checkpoint_dataset as cd
-from cli import add_runtime_flags, run_main
+from cli import add_align_flag, add_runtime_flags, run_main
 from diffusion_model import DENOISERS, DIFFUSION_DEFAULTS, SPACE_DEFAULTS, GaussianDiffusion
 from model_io import DIFFUSION_KIND, pick_device, save_checkpoint
 from training_utils import EMA, descend, resume, run_epochs, training_state, write_log
@@ -29,10 +29,10 @@ def training_space(args, folder):
     """(weight dataset, DiffusionSpace, training vectors). The latent space uses the split its
     VAE was trained with."""
     if args.space == "weights":
-        ds = WeightDataset(folder, align=not args.no_align, seed=args.seed)
+        ds = WeightDataset(folder, align=args.align, seed=args.seed, data_dir=args.data_dir)
         return (ds, *DiffusionSpace.for_training("weights", ds))
     vae = load_vae(args.vae_path)
-    ds = WeightDataset.from_description(vae[2]["dataset"], folder)
+    ds = WeightDataset.from_description(vae[2]["dataset"], folder, args.data_dir)
     return (ds, *DiffusionSpace.for_training("latent", ds, args.vae_path, vae, cache_dir=os.path.join(
         folder, args.run_name)))
 
@@ -132,10 +132,10 @@ def parse_args(argv=None):
     p.add_argument("--prediction", choices=["eps", "x0"], default=d["prediction"],
                    help=f"what the denoiser predicts: the clean vector or the noise (default {d['prediction']})")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the kept weights (default 0.999)")
-    p.add_argument("--no_align", action="store_true", help="--space weights: do not align runs")
+    add_align_flag(p, where="--space weights: ")
     p.add_argument("--save_every", type=int, default=10, help="epochs between checkpoint saves (default 10)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_NAME/diffusion.pt")
-    add_runtime_flags(p, data=False, seed_help="seed of initialisation, shuffling and noise (default 0)")
+    add_runtime_flags(p, seed_help="seed of initialisation, shuffling and noise (default 0)")
     return p.parse_args(argv)
 
 

@@ -1,12 +1,12 @@
 """Train the weight VAE on a checkpoint dataset.
 
     python train_vae.py --checkpoint_dir Toy_CNN --batch_size 32 --epochs 100
-    python train_vae.py --checkpoint_dir Toy_CNN --no_align --run_name vae_noalign   # the ablation
+    python train_vae.py --checkpoint_dir Toy_CNN --align none --run_name vae_noalign  # the ablation
     python train_vae.py --checkpoint_dir Toy_CNN --resume                             # after an interruption
 
-Runs are aligned to the first run by weight matching (cached in the dataset folder), each
-tensor is standardised, and a validation split holds out checkpoints (or whole runs with
---holdout runs). The model with the best validation loss is kept (EMA weights). Every
+Runs are aligned to the first run by weight matching (or --align activations; cached in the
+dataset folder), each tensor is standardised, and a validation split holds out checkpoints (or
+whole runs with --holdout runs). The model with the best validation loss is kept (EMA weights). Every
 --eval_every epochs, held-out checkpoints are reconstructed and prior samples decoded into
 TinyNNs, and their test accuracy logged. Outputs, in checkpoints/NAME/RUN_NAME/:
 vae.pt (the best saved model: arguments, standardiser and EMA weights, what decoding needs),
@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import checkpoint_dataset as cd
 from cifar10 import load_cifar10
-from cli import add_runtime_flags, add_test_images_flag, run_main
+from cli import add_align_flag, add_runtime_flags, add_test_images_flag, run_main
 from model_io import VAE_KIND, pick_device, save_checkpoint, write_json
 from tinynn_training import evaluate_flat
 from training_utils import EMA, descend, for_sampling, resume, run_epochs, training_state, write_log
@@ -95,16 +95,16 @@ def main(args):
     torch.manual_seed(args.seed)
     device = pick_device(args.device)
     folder = cd.dataset_folder(args.checkpoint_dir)
-    ds = WeightDataset(folder, align=not args.no_align, min_acc=args.min_acc, holdout=args.holdout,
+    data = load_cifar10(args.data_dir, device, download=not args.no_download)  # first: --align activations reads it
+    ds = WeightDataset(folder, align=args.align, min_acc=args.min_acc, holdout=args.holdout,
                        val_fraction=args.val_fraction, val_runs=args.val_runs, seed=args.seed,
-                       max_train=args.max_train)
+                       max_train=args.max_train, data_dir=args.data_dir)
     out = os.path.join(folder, args.run_name)
     os.makedirs(out, exist_ok=True)
-    data = load_cifar10(args.data_dir, device, download=not args.no_download)
     test_sub = data.first_test(args.eval_images)
     train, val = ds.train.to(device), ds.val.to(device)
     print(f"{folder}: {len(train)} training / {len(val)} held-out checkpoints of {ds.layout.numel} numbers "
-          f"(align={not args.no_align}, holdout={args.holdout}); device {device}")
+          f"(align={args.align}, holdout={args.holdout}); device {device}")
 
     autoencoder = AUTOENCODERS[args.autoencoder]
     model = autoencoder(ds.layout.numel, args.hidden, args.latent_dim, args.input_noise, args.latent_noise).to(device)
@@ -193,7 +193,7 @@ def parse_args(argv=None):
     p.add_argument("--latent_noise", type=float, default=d["latent_noise"],
                    help=f"std of noise added to the latent in training (default {d['latent_noise']})")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the kept weights (default 0.999)")
-    p.add_argument("--no_align", action="store_true", help="do not align runs (the ablation)")
+    add_align_flag(p)
     p.add_argument("--holdout", choices=["checkpoints", "runs"], default="checkpoints",
                    help="validation split: random checkpoints, or whole runs (default checkpoints)")
     p.add_argument("--val_fraction", type=float, default=0.1, help="held-out share with --holdout checkpoints")

@@ -12,6 +12,7 @@ import os
 
 import torch
 
+from alignment import align_method
 from model_io import CheckpointError, atomic_write
 from standardizer import Standardizer
 from vae_model import load_vae
@@ -50,7 +51,7 @@ class DiffusionSpace:
         vae, std, ckpt = loaded_vae or load_vae(vae_path)
         if std.layout != ds.layout:
             raise CheckpointError(f"{vae_path} was trained on another TinyNN layout than {ds.folder}")
-        if ckpt["dataset"]["align"] != ds.description["align"]:
+        if align_method(ckpt["dataset"]["align"]) != ds.description["align"]:
             raise CheckpointError(f"{vae_path} was trained with align={ckpt['dataset']['align']}, "
                                   f"the diffusion data has align={ds.description['align']}")
         info = dict(path=os.path.abspath(vae_path), fingerprint=file_fingerprint(vae_path),

@@ -1,6 +1,6 @@
 """The checkpoint dataset as training data for the generators: aligned, standardised, split.
 
-    ds = WeightDataset("checkpoints/Toy_CNN", align=True, holdout="checkpoints")
+    ds = WeightDataset("checkpoints/Toy_CNN", align="weights", holdout="checkpoints")
     ds.train, ds.val          # standardised flat weights, [n, n_params]
     ds.standardizer           # per-tensor mean/std, saved inside every model checkpoint that uses it
 """
@@ -9,20 +9,41 @@ import os
 import torch
 
 import checkpoint_dataset as cd
-from alignment import align_runs
+from alignment import align_method, align_runs
+from cifar10 import DEFAULT_DATA_DIR, load_cifar10, split_validation, standardize
 from model_io import atomic_write
 from standardizer import Standardizer
 from tinynn import FlatLayout
 
-ALIGNMENT_FILE = "alignment.pt"
+ALIGNMENT_FILES = dict(weights="alignment.pt", activations="alignment_activations.pt")
+# Training images whose channel outputs activation matching compares (as experiments.midpoints
+# --match_images): 1,000 images x 32 x 32 pixels are ~1M numbers a channel, far more than the
+# 16-40 channels of a layer need to be told apart.
+ALIGN_IMAGES = 1000
 # The constructor arguments that decide the split; recorded in every model trained on it.
 SPLIT_KEYS = ("align", "min_acc", "holdout", "val_fraction", "val_runs", "seed", "max_train")
 
 
-def _alignment_key(manifest, reference_run):
-    """What the cached permutations depend on: the runs (and their last checkpoints)."""
-    return dict(reference_run=reference_run,
-                runs=[[r["run"], r["seed"], r["steps"]] for r in manifest["runs"]])
+def _alignment_key(manifest, reference_run, method):
+    """What the cached permutations depend on: the runs (and their last checkpoints), and for
+    activation matching the images."""
+    key = dict(reference_run=reference_run, runs=[[r["run"], r["seed"], r["steps"]] for r in manifest["runs"]])
+    if method == "activations":
+        key["images"] = ALIGN_IMAGES
+    return key
+
+
+def training_images(manifest, data, n):
+    """The first n training images outside the dataset's validation split (the split its runs
+    were trained with), uint8: never the validation or test images."""
+    train, _ = split_validation(len(data.train_labels), manifest["data"]["val_size"], manifest["data"]["val_seed"])
+    return data.train_images[train[:n]]
+
+
+def alignment_images(manifest, data_dir):
+    """The standardised images activation matching compares channels on; a missing data folder
+    is one DataError that names it (no download here: the scripts that train have loaded it)."""
+    return standardize(training_images(manifest, load_cifar10(data_dir, download=False), ALIGN_IMAGES))
 
 
 def last_of_each_run(weights, run_of, runs):
@@ -43,13 +64,15 @@ def runs_with_checkpoints(manifest):
     return [r["run"] for r in manifest["runs"] if r["run"] in have]
 
 
-def load_alignment(folder, manifest, weights, layout):
-    """{run: flat index} aligning every run to the first run; cached in alignment.pt because
-    weight matching takes seconds per run and every training run would redo it."""
+def load_alignment(folder, manifest, weights, layout, method, images):
+    """{run: flat index} aligning every run to the first run by `method` ("weights" or
+    "activations"; `images()` gives the images the latter needs); cached in the dataset folder
+    (alignment.pt, alignment_activations.pt) because weight matching takes seconds per run and
+    every training run would redo it."""
     runs = runs_with_checkpoints(manifest)
     reference = runs[0]
-    key = _alignment_key(manifest, reference)
-    path = os.path.join(folder, ALIGNMENT_FILE)
+    key = _alignment_key(manifest, reference, method)
+    path = os.path.join(folder, ALIGNMENT_FILES[method])
     if os.path.exists(path):
         try:
             cached = torch.load(path, map_location="cpu", weights_only=True)
@@ -58,7 +81,8 @@ def load_alignment(folder, manifest, weights, layout):
         except Exception:  # a broken cache is recomputed, not fatal
             pass
     run_of = torch.tensor([c["run"] for c in manifest["checkpoints"]])
-    index = align_runs(last_of_each_run(weights, run_of, runs), layout, manifest["tinynn"], reference)
+    index = align_runs(last_of_each_run(weights, run_of, runs), layout, manifest["tinynn"], reference, method,
+                       images() if method == "activations" else None)
     atomic_write(path, lambda tmp: torch.save(dict(key=key, index=index), tmp))
     return index
 
@@ -66,6 +90,9 @@ def load_alignment(folder, manifest, weights, layout):
 class WeightDataset:
     """Flat weights of a checkpoint dataset with a validation split.
 
+    align: how runs are aligned to the first run: "weights" (weight matching), "activations"
+    (the correlation of channel outputs on ALIGN_IMAGES training images read from `data_dir`)
+    or "none" (True and False, as older checkpoints recorded it, mean weights and none).
     holdout="checkpoints": a random `val_fraction` of all checkpoints is held out;
     holdout="runs": the last `val_runs` runs are held out whole (a harder test: unseen basins).
     max_train: keep only this many training checkpoints, drawn at random (the validation split
@@ -73,9 +100,10 @@ class WeightDataset:
     The standardiser is fitted on the training split only.
     """
 
-    def __init__(self, folder, align=True, min_acc=None, holdout="checkpoints", val_fraction=0.1,
-                 val_runs=1, seed=0, max_train=None):
-        self.folder = folder
+    def __init__(self, folder, align="weights", min_acc=None, holdout="checkpoints", val_fraction=0.1,
+                 val_runs=1, seed=0, max_train=None, data_dir=DEFAULT_DATA_DIR):
+        self.folder, self.data_dir = folder, data_dir
+        align = align_method(align)
         self.manifest = cd.load_manifest(folder)
         self.layout = FlatLayout.from_json(self.manifest["layout"])
         self.tinynn_config = self.manifest["tinynn"]
@@ -87,8 +115,9 @@ class WeightDataset:
             raise cd.DatasetError(f"{folder} holds no checkpoints: no run reached its --min_acc")
         reference = runs_with_checkpoints(self.manifest)[0]
         self.reference = last_of_each_run(weights, run_of, [reference])[reference].clone()
-        if align:
-            apply_alignment(weights, run_of, load_alignment(folder, self.manifest, weights, self.layout))
+        if align != "none":
+            apply_alignment(weights, run_of, load_alignment(folder, self.manifest, weights, self.layout, align,
+                                                            self._alignment_images))
         keep = torch.ones(len(records), dtype=torch.bool)
         if min_acc is not None:
             keep = torch.tensor([c["val_acc"] >= min_acc for c in records])
@@ -110,14 +139,17 @@ class WeightDataset:
                                 val_fraction=val_fraction, val_runs=val_runs, seed=seed, max_train=max_train,
                                 n_train=len(self.train), n_val=len(self.val))
 
+    def _alignment_images(self):
+        return alignment_images(self.manifest, self.data_dir)
+
     @classmethod
-    def from_description(cls, description, folder=None):
+    def from_description(cls, description, folder=None, data_dir=DEFAULT_DATA_DIR):
         """The very split a model was trained on, rebuilt from the `description` it recorded
         (`folder` overrides the recorded path when the dataset has moved). Every consumer of a
         trained model (diffusion on a VAE's latents, sampling, evaluation) builds its data this
         way, so "training checkpoints" always means the ones the generator saw."""
         split = {k: description[k] for k in SPLIT_KEYS if k in description}  # max_train came later
-        ds = cls(folder or description["folder"], **split)
+        ds = cls(folder or description["folder"], **split, data_dir=data_dir)
         found = (ds.description["n_train"], ds.description["n_val"])
         if found != (description["n_train"], description["n_val"]):
             raise cd.DatasetError(f"{ds.folder} has changed since the model was trained: its split now has "
@@ -141,10 +173,12 @@ class WeightDataset:
         weights, records = cd.load_weights(folder, manifest), manifest["checkpoints"]
         if not len(weights):
             raise cd.DatasetError(f"{folder} holds no checkpoints")
-        if self.description["align"]:
+        method = self.description["align"]
+        if method != "none":
             run_of = torch.tensor([c["run"] for c in records])
             last = last_of_each_run(weights, run_of, sorted(set(run_of.tolist())))
-            index = align_runs({"reference": self.reference, **last}, self.layout, self.tinynn_config, "reference")
+            index = align_runs({"reference": self.reference, **last}, self.layout, self.tinynn_config, "reference",
+                               method, self._alignment_images() if method == "activations" else None)
             index.pop("reference")
             apply_alignment(weights, run_of, index)
         return self.standardizer.standardize(weights), records

@@ -1,4 +1,5 @@
-"""The VAE measurement: alignment on/off x hold out checkpoints/whole runs, one table.
+"""The VAE measurement: alignment (weight matching, activation matching, none) x hold out
+checkpoints/whole runs, one table.
 
 Runs train_vae.py once per variant (in parallel processes with --parallel, e.g. on a GPU),
 then reads each variant's final.json: the test-accuracy gap between held-out checkpoints and
@@ -17,9 +18,11 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {
     "align_ckpts": [],
-    "noalign_ckpts": ["--no_align"],
+    "noalign_ckpts": ["--align", "none"],
     "align_runs": ["--holdout", "runs"],
-    "noalign_runs": ["--no_align", "--holdout", "runs"],
+    "noalign_runs": ["--align", "none", "--holdout", "runs"],
+    "actalign_ckpts": ["--align", "activations"],
+    "actalign_runs": ["--align", "activations", "--holdout", "runs"],
 }
 
 
@@ -57,7 +60,7 @@ if __name__ == "__main__":
     p.add_argument("--checkpoint_dir", required=True, help="dataset name under checkpoints/")
     p.add_argument("--device", default="auto", help="passed to train_vae.py")
     p.add_argument("--parallel", action="store_true", help="run the variants at once")
-    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="a subset (default all four)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="a subset (default all six)")
     p.add_argument("--prefix", default="ablation_", help="output folders are PREFIX<variant>")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="further train_vae.py flags")
     main(p.parse_args())

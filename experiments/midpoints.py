@@ -39,15 +39,15 @@ import os
 import torch
 
 import checkpoint_dataset as cd
-from alignment import activation_matching, flat_index, permutation_spec, weight_matching
-from cifar10 import load_cifar10, split_validation, standardize
+from alignment import activation_matching, align_method, flat_index, permutation_spec, weight_matching
+from cifar10 import load_cifar10, standardize
 from cli import run_main, run_step, runtime_argv
 from experiments.common import REPORT_COLUMNS, common_flags, plot_overlap_scatter, report_rows, write_table
 from model_io import GENERATED_KIND, CheckpointError, load_checkpoint, save_generated
 from tinynn import clamp_running_var, layer_slots, model_from_flat
 from vae_diffusion import encode
 from vae_model import load_vae
-from weight_dataset import WeightDataset
+from weight_dataset import WeightDataset, training_images
 
 GROUPS = ("aligned, BN interpolated", "aligned, BN re-estimated", "unaligned, BN re-estimated",
           "endpoints, BN re-estimated", "crossed layers, BN re-estimated")
@@ -113,8 +113,9 @@ def latent_interpolate(vae, vae_std, ds, pairs, alpha):
 def load_aligned_vae(path, ds):
     """(VAE, its standardiser) from a train_vae.py checkpoint of aligned weights of ds's layout."""
     vae, vae_std, ckpt = load_vae(path, expect_layout=ds.layout)
-    if not ckpt["dataset"]["align"]:
-        raise CheckpointError(f"{path} was trained on unaligned weights (--no_align); the pairs here are aligned")
+    if align_method(ckpt["dataset"]["align"]) != ds.description["align"]:
+        raise CheckpointError(f"{path} was trained with --align {align_method(ckpt['dataset']['align'])}; the "
+                              f"pairs here are aligned by {ds.description['align']}")
     return vae, vae_std
 
 
@@ -136,16 +137,10 @@ def reestimate_bn(weights, ds, images_uint8, batch_size=500):
     return out
 
 
-def bn_images(manifest, data, n):
-    """n training images outside the dataset's validation split (same split as its runs)."""
-    train, _ = split_validation(len(data.train_labels), manifest["data"]["val_size"], manifest["data"]["val_seed"])
-    return data.train_images[train[:n]]
-
-
 def group_weights(folder, args):
-    aligned, unaligned = WeightDataset(folder, align=True), WeightDataset(folder, align=False)
+    aligned, unaligned = WeightDataset(folder, align="weights"), WeightDataset(folder, align="none")
     pairs = checkpoint_pairs(aligned, args.num_models, args.seed)  # same rows in both: same split seed
-    images = bn_images(aligned.manifest, load_cifar10(args.data_dir, download=not args.no_download), args.bn_images)
+    images = training_images(aligned.manifest, load_cifar10(args.data_dir, download=not args.no_download), args.bn_images)
     if args.match == "dataset":
         w = pair_weights(aligned, pairs)
     else:

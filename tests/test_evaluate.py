@@ -1,5 +1,6 @@
 """evaluate_generated.py on known models, and the novelty measures."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -66,6 +67,51 @@ def test_training_checkpoints_as_generated_reproduce_their_accuracy_and_zero_dis
     assert "| fresh seeds |" in text and "| new |" in text and "Ensembles" in text
     for name in ["report.md", "accuracy_hist.png", "novelty.png", "new_networks.png"]:
         assert (gen / name).stat().st_size > 0
+
+
+def test_an_activation_aligned_split_aligns_the_fresh_runs_the_same_way(dataset, fresh, cifar):
+    """The fresh runs are matched to the reference run by the method the generator's data was
+    aligned with: training checkpoints of an activation-aligned split stay at distance zero and
+    at their accuracy, and the nearest training checkpoint of a fresh network is nearer than
+    without alignment."""
+    ds = WeightDataset(str(dataset), align="activations", seed=0, data_dir=DATA_DIR)
+    gen_dir = dataset / "as_generated_activations"
+    weights = ds.standardizer.destandardize(ds.train[:3])
+    save_checkpoint(dict(kind="generated-tinynns", weights=weights, tinynn=ds.tinynn_config,
+                         layout=ds.layout.to_json(), batchnorm="training checkpoints", dataset=ds.description),
+                    str(gen_dir / "generated.pt"))
+    evaluate(gen_dir, "--fresh_dir", fresh, "--baseline_models", "0")
+    report = json.load(open(gen_dir / "report.json"))
+    assert report["per_model"]["generated"]["nearest_distance"] == pytest.approx([0, 0, 0], abs=1e-4)
+    direct = evaluate_flat(weights, ds.layout, ds.tinynn_config, cifar.test_images[:TEST_IMAGES],
+                           cifar.test_labels[:TEST_IMAGES])
+    assert report["per_model"]["generated"]["accuracy"] == pytest.approx(direct, abs=1e-6)
+    z_aligned, _ = ds.other_dataset(str(fresh))
+    plain = WeightDataset(str(dataset), align="none", seed=0)
+    z_plain, _ = plain.other_dataset(str(fresh))
+    nearest = lambda z, train: torch.cdist(z, train).min(1).values.mean().item()
+    assert nearest(z_aligned, ds.train) < nearest(z_plain, plain.train)
+
+
+def test_reference_predictions_are_cached_and_a_broken_entry_is_computed_again(dataset, fresh, tmp_path):
+    """Training and fresh networks' test outputs are kept in the dataset folder; a second group
+    judged against them gets the same figures for them, also when an entry is broken."""
+    ds = WeightDataset(str(dataset), seed=0)
+    shutil.rmtree(dataset / "predictions", ignore_errors=True)  # other tests' entries
+    reports = []
+    for name in ("first", "second"):
+        save_checkpoint(dict(kind="generated-tinynns", weights=ds.standardizer.destandardize(ds.train[:2]),
+                             tinynn=ds.tinynn_config, layout=ds.layout.to_json(), batchnorm="", dataset=ds.description),
+                        str(tmp_path / name / "generated.pt"))
+        evaluate(tmp_path / name, "--fresh_dir", fresh, "--baseline_models", "0", "--train_models", "5")
+        reports.append(json.load(open(tmp_path / name / "report.json")))
+        entries = sorted((dataset / "predictions").glob("*.pt"))
+        if name == "first":
+            for entry in entries:
+                entry.write_bytes(b"broken")
+    assert len(entries) == 2 and all(torch.load(e, weights_only=True).dim() == 3 for e in entries)
+    for group in ("training checkpoints", "fresh seeds"):
+        assert reports[1]["per_model"][group] == reports[0]["per_model"][group]
 
 
 def test_a_fresh_folder_that_is_not_fresh_is_one_clear_error(dataset, tmp_path):

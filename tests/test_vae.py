@@ -60,6 +60,38 @@ def test_alignment_is_cached_and_keeps_accuracy(dataset, cifar):
     assert a == pytest.approx(b, abs=1e-9)
 
 
+def correlation_of_matched_channels(ds, images):
+    """Per conv block, the summed correlation between run 0's channels and run 1's channel of
+    the same index, each run's last training checkpoint."""
+    from alignment import block_outputs
+    last = {r["run"]: i for i, r in enumerate(ds.train_records)}
+    w = ds.standardizer.destandardize(ds.train[[last[0], last[1]]])
+    a, b = (block_outputs(v, ds.layout, ds.tinynn_config, images) for v in w)
+    z = lambda t: (t - t.mean(1, keepdim=True)) / (t.std(1, keepdim=True) + 1e-6)
+    return [(z(x) * z(y)).mean(1).sum().item() for x, y in zip(a, b)]
+
+
+def test_activation_alignment_is_cached_keeps_function_and_matches_outputs(dataset, cifar):
+    """--align activations: cached in its own file (read again without any images), the same
+    networks as trained, and channel outputs at least as well paired as weight matching pairs
+    them on the images it matched (it solves that assignment exactly, layer by layer)."""
+    from weight_dataset import alignment_images
+    by_acts = WeightDataset(str(dataset), align="activations", val_fraction=0.25, data_dir=DATA_DIR)
+    cache = dataset / "alignment_activations.pt"
+    stamp = cache.stat().st_mtime_ns
+    again = WeightDataset(str(dataset), align="activations", val_fraction=0.25, data_dir="/no/such/folder")
+    assert cache.stat().st_mtime_ns == stamp and torch.equal(again.train, by_acts.train)
+    by_weights = WeightDataset(str(dataset), align=True, val_fraction=0.25)  # True: as older checkpoints recorded it
+    assert by_weights.description["align"] == "weights" and by_acts.description["align"] == "activations"
+    from tinynn_training import evaluate_flat
+    imgs, labels = cifar.test_images[:500], cifar.test_labels[:500]
+    acc = lambda ds: evaluate_flat(ds.standardizer.destandardize(ds.train), ds.layout, ds.tinynn_config, imgs, labels)
+    assert acc(by_acts) == pytest.approx(acc(by_weights), abs=1e-9)
+    images = alignment_images(by_acts.manifest, DATA_DIR)
+    acts, weights = (correlation_of_matched_channels(ds, images) for ds in (by_acts, by_weights))
+    assert all(a >= w - 1e-3 for a, w in zip(acts, weights)) and sum(acts) > sum(weights)
+
+
 def test_holdout_runs_keeps_whole_runs_out(dataset):
     ds = WeightDataset(str(dataset), holdout="runs", val_runs=1)
     assert {r["run"] for r in ds.val_records} == {1} and {r["run"] for r in ds.train_records} == {0}
