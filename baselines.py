@@ -100,6 +100,17 @@ def disagreement(preds_a, preds_b):
         torch.empty(0, len(preds_b))
 
 
+def reconstruction_identity(original_preds, recon_preds, run_preds):
+    """Whether reconstructions are their originals' networks or a training run's: the mean
+    disagreement of each reconstruction with its own original, with the nearest of the training
+    runs (`run_preds`: one network per run), and, for scale, of each original with the nearest
+    training run. An autoencoder that maps an unseen run onto a run it knows reconstructs it
+    accurately but nearer that run than its original."""
+    near = lambda p: disagreement(p, run_preds).min(1).values.mean().item()
+    own = (original_preds != recon_preds).float().mean(1).mean().item()
+    return dict(with_original=own, with_nearest_run=near(recon_preds), original_with_nearest_run=near(original_preds))
+
+
 def cross_run_disagreement(preds, runs):
     """Disagreement of every pair of networks from different training runs (a flat tensor)."""
     d = disagreement(preds, preds)

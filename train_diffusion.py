@@ -50,7 +50,6 @@ def plot_loss(history, path):
 
 
 def main(args):
-    torch.manual_seed(args.seed)
     device = pick_device(args.device)
     folder = cd.dataset_folder(args.checkpoint_dir)
     args.vae_path = args.vae_path or os.path.join(folder, "vae", "vae.pt")
@@ -63,6 +62,7 @@ def main(args):
     data = data.to(device)
     print(f"{folder}: {len(data)} training vectors of {data.shape[1]} numbers ({args.space} space); device {device}")
 
+    torch.manual_seed(args.seed)  # after the data, whose caches (alignment, latents) may or may not be there
     denoiser = DENOISERS[args.denoiser](data.shape[1], args.hidden, args.depth, args.time_dim)
     # Sampling keeps predicted x_0 inside the training data's range (see GaussianDiffusion).
     diffusion = GaussianDiffusion(denoiser, args.timesteps, args.schedule, clip_x0=data.abs().max().item(),

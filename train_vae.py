@@ -6,12 +6,13 @@
 
 Runs are aligned to the first run by weight matching (or --align activations; cached in the
 dataset folder), each tensor is standardised, and a validation split holds out checkpoints (or
-whole runs with --holdout runs). The model with the best validation loss is kept (EMA weights). Every
---eval_every epochs, held-out checkpoints are reconstructed and prior samples decoded into
-TinyNNs, and their test accuracy logged. Outputs, in checkpoints/NAME/RUN_NAME/:
-vae.pt (the best saved model: arguments, standardiser and EMA weights, what decoding needs),
-vae_last.pt (everything, optimizer included, for --resume), log.jsonl, final.json and
-vae_curves.png.
+whole runs with --holdout runs). The model with the best validation loss is kept (EMA weights;
+--keep last: the last). Every --eval_every epochs, held-out checkpoints are reconstructed and
+prior samples decoded into TinyNNs, and their test accuracy logged; the final report also says
+whether each reconstruction is its original's network or nearer a training run's. Outputs, in
+checkpoints/NAME/RUN_NAME/: vae.pt (the best saved model: arguments, standardiser and EMA
+weights, what decoding needs), vae_last.pt (everything, optimizer included, for --resume),
+log.jsonl, final.json and vae_curves.png.
 """
 import argparse
 import os
@@ -25,34 +26,40 @@ import checkpoint_dataset as cd
 from cifar10 import load_cifar10
 from cli import add_align_flag, add_runtime_flags, add_test_images_flag, run_main
 from model_io import VAE_KIND, pick_device, save_checkpoint, write_json
-from tinynn_training import evaluate_flat
+from baselines import reconstruction_identity
+from tinynn_training import probabilities_flat
 from training_utils import EMA, descend, for_sampling, resume, run_epochs, training_state, write_log
 from vae_model import AUTOENCODERS, VAE_DEFAULTS, load_vae
 from weight_dataset import WeightDataset
 
 
-def decoded_accuracies(flat_z, ds, test, device):
-    """Test accuracy of TinyNNs whose standardised weights are `flat_z`."""
+def decoded_predictions(flat_z, ds, test, device):
+    """Test-set predictions [networks, images] of TinyNNs whose standardised weights are `flat_z`."""
     weights = ds.standardizer.destandardize(flat_z.to(device))
-    return np.array(evaluate_flat(weights, ds.layout, ds.tinynn_config, test[0], test[1], device))
+    return probabilities_flat(weights, ds.layout, ds.tinynn_config, test[0], device).argmax(2)
 
 
-def accuracy_report(vae, ds, test, n_models, device, seed):
-    """Reconstructed held-out checkpoints against their originals, and prior samples."""
+def accuracy_report(vae, ds, test, n_models, device, seed, identity=False):
+    """Reconstructed held-out checkpoints against their originals, and prior samples. identity:
+    also whether the reconstructions are their originals' networks or a training run's
+    (baselines.reconstruction_identity, against the last checkpoint of every training run)."""
     vae.eval()
     pick = torch.randperm(len(ds.val), generator=torch.Generator().manual_seed(seed))[:n_models]
     originals = ds.val[pick].to(device)
     with torch.no_grad():
         recon = vae.reconstruct(originals)
         prior = vae.sample(n_models, torch.Generator(device=device).manual_seed(seed))
-    orig_acc = decoded_accuracies(originals, ds, test, device)
-    recon_acc = decoded_accuracies(recon, ds, test, device)
-    prior_acc = decoded_accuracies(prior, ds, test, device)
+    preds = [decoded_predictions(z, ds, test, device) for z in (originals, recon, prior)]
+    orig_acc, recon_acc, prior_acc = (p.eq(test[1].cpu()).float().mean(1).numpy() for p in preds)
 
     def stats(a):
         return dict(mean=float(a.mean()), std=float(a.std()), min=float(a.min()), max=float(a.max()))
-    return dict(n_heldout=len(pick), n_prior=n_models, original=stats(orig_acc), reconstructed=stats(recon_acc),
-                gap=stats(orig_acc - recon_acc), prior=stats(prior_acc), test_images=len(test[1]))
+    report = dict(n_heldout=len(pick), n_prior=n_models, original=stats(orig_acc), reconstructed=stats(recon_acc),
+                  gap=stats(orig_acc - recon_acc), prior=stats(prior_acc), test_images=len(test[1]))
+    if identity:
+        report["identity"] = reconstruction_identity(preds[0], preds[1],
+                                                     decoded_predictions(ds.run_ends(), ds, test, device))
+    return report
 
 
 def validation_loss(model, val, kl_weight, batch_size):
@@ -92,7 +99,6 @@ def make_state(model, ema, opt, sched, args, ds, history, best_val):
 
 
 def main(args):
-    torch.manual_seed(args.seed)
     device = pick_device(args.device)
     folder = cd.dataset_folder(args.checkpoint_dir)
     data = load_cifar10(args.data_dir, device, download=not args.no_download)  # first: --align activations reads it
@@ -106,6 +112,9 @@ def main(args):
     print(f"{folder}: {len(train)} training / {len(val)} held-out checkpoints of {ds.layout.numel} numbers "
           f"(align={args.align}, holdout={args.holdout}); device {device}")
 
+    # Seeded here, not before the data: computing an alignment builds TinyNNs, which draws from the
+    # global generator, so a run would otherwise depend on whether alignment.pt was cached.
+    torch.manual_seed(args.seed)
     autoencoder = AUTOENCODERS[args.autoencoder]
     model = autoencoder(ds.layout.numel, args.hidden, args.latent_dim, args.input_noise, args.latent_noise).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)  # one kernel per step: faster on CPU and GPU
@@ -145,10 +154,11 @@ def main(args):
         return rec
 
     def save():
-        # The best model is chosen among the saved epochs, by the validation loss of its EMA weights.
+        # The best model is chosen among the saved epochs, by the validation loss of its EMA weights
+        # (or, with --keep last, is the latest).
         val_loss = history[-1]["val_loss"] if history else float("inf")
-        if val_loss < best["val"]:
-            best["val"] = val_loss
+        if val_loss < best["val"] or args.keep == "last":
+            best["val"] = min(val_loss, best["val"])
             save_checkpoint(for_sampling(make_state(model, ema, opt, sched, args, ds, history, best["val"])),
                             best_path)
         save_checkpoint(make_state(model, ema, opt, sched, args, ds, history, best["val"]), last_path)
@@ -158,15 +168,20 @@ def main(args):
     train_seconds = time.time() - t0
     plot_history(history, os.path.join(out, "vae_curves.png"))
 
-    vae, _, _ = load_vae(best_path)
+    vae, _, kept = load_vae(best_path)
     final = accuracy_report(vae.to(device), ds, data.first_test(args.test_images),
-                            args.final_models, device, args.seed + 1)
-    final.update(train_seconds=round(train_seconds, 1), dataset=ds.description, best_val_loss=best["val"])
+                            args.final_models, device, args.seed + 1, identity=True)
+    final.update(train_seconds=round(train_seconds, 1), dataset=ds.description, best_val_loss=best["val"],
+                 kept_epoch=kept["history"][-1]["epoch"], keep=args.keep)
     write_json(os.path.join(out, "final.json"), final)
-    g = final["gap"]
+    g, i = final["gap"], final["identity"]
+    why = "the last saved" if args.keep == "last" else "lowest validation loss"
+    print(f"vae.pt: epoch {final['kept_epoch']} ({why})")
     print(f"held-out checkpoints ({final['n_heldout']}): original {final['original']['mean']:.4f}, reconstructed "
           f"{final['reconstructed']['mean']:.4f}, gap {g['mean'] * 100:.2f} points (min {g['min'] * 100:.2f}, "
-          f"max {g['max'] * 100:.2f})")
+          f"max {g['max'] * 100:.2f}); a reconstruction disagrees with its original on {i['with_original']:.3f} of "
+          f"the test images, with the nearest training run on {i['with_nearest_run']:.3f} (originals with it: "
+          f"{i['original_with_nearest_run']:.3f})")
     p = final["prior"]
     print(f"prior samples ({final['n_prior']}): mean {p['mean']:.4f}, min {p['min']:.4f}, max {p['max']:.4f}; "
           f"training {train_seconds:.0f}s; written to {out}")
@@ -205,6 +220,10 @@ def parse_args(argv=None):
                    help="epochs between checkpoint saves, the best model chosen among them; also saved after the "
                         "last epoch and on Ctrl-C (default 10; at the default size vae_last.pt is ~460 MB, vae.pt "
                         "~115 MB)")
+    p.add_argument("--keep", choices=["best", "last"], default="best",
+                   help="which saved model becomes vae.pt: the lowest validation loss (default) or the last. With "
+                        "--holdout runs the validation loss on unseen runs rises after ~10 epochs while "
+                        "reconstructions get more accurate, so 'best' keeps an early, untrained-looking model there")
     p.add_argument("--eval_every", type=int, default=10, help="epochs between accuracy evaluations (default 10)")
     p.add_argument("--eval_models", type=int, default=10, help="networks decoded per periodic evaluation")
     p.add_argument("--eval_images", type=int, default=2000, help="test images for periodic evaluations")

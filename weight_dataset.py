@@ -139,6 +139,12 @@ class WeightDataset:
                                 val_fraction=val_fraction, val_runs=val_runs, seed=seed, max_train=max_train,
                                 n_train=len(self.train), n_val=len(self.val))
 
+    def run_ends(self):
+        """The last training checkpoint of every training run (z-space, [runs, n_params]): one
+        network per run, to tell which run a network is closest to."""
+        run_of = torch.tensor([r["run"] for r in self.train_records])
+        return torch.stack(list(last_of_each_run(self.train, run_of, run_of.unique().tolist()).values()))
+
     def _alignment_images(self):
         return alignment_images(self.manifest, self.data_dir)
 

@@ -80,6 +80,7 @@ def test_report_of_a_vae_that_held_out_a_run_shows_that_run_reconstructed(pipeli
     assert report["split"]["holdout"] == "runs" and report["split"]["n_val"] == 4  # run 1, whole
     held = report["heldout"]
     assert held["n"] == 3 and 0 <= held["reconstructed"]["mean"] <= 1 and 0 <= held["original"]["mean"] <= 1
+    assert all(0 <= v <= 1 for v in held["identity"].values()) and len(held["identity"]) == 3
     assert "reconstructions of the held-out run" in (out / "report.md").read_text()
 
 

@@ -116,10 +116,34 @@ def test_trained_vae_reloads_alone_and_reconstructs(trained, dataset):
     assert mse < 0.9 * (ds.train ** 2).mean().item()  # better than decoding every input to the mean
     final = json.load(open(trained / "final.json"))
     assert final["n_heldout"] == 2 and 0 <= final["prior"]["mean"] <= 1
+    assert final["keep"] == "best" and final["kept_epoch"] in (10, *[h["epoch"] for h in ckpt["history"]][9::10])
+    assert set(final["identity"]) == {"with_original", "with_nearest_run", "original_with_nearest_run"}
+    assert all(0 <= v <= 1 for v in final["identity"].values())
     history = ckpt["history"]
     assert history[-1]["train_mse"] < history[0]["train_mse"]
     for name in ["vae_last.pt", "log.jsonl", "vae_curves.png"]:
         assert (trained / name).stat().st_size > 0
+
+
+def test_keep_last_keeps_the_last_saved_epoch(dataset, tmp_path):
+    """--keep last: vae.pt is the last epoch's model whatever its validation loss."""
+    run_script("train_vae.py", "--checkpoint_dir", dataset, "--run_name", "vae_keep_last", "--epochs", "4",
+               "--save_every", "2", "--keep", "last", *TINY_VAE)
+    final = json.load(open(dataset / "vae_keep_last" / "final.json"))
+    _, _, ckpt = load_vae(str(dataset / "vae_keep_last" / "vae.pt"))
+    assert final["kept_epoch"] == 4 == ckpt["history"][-1]["epoch"] and final["keep"] == "last"
+
+
+def test_a_cached_alignment_does_not_change_the_run(tiny_dataset, tmp_path):
+    """The first run of a dataset computes its alignment (building TinyNNs, which draws random
+    numbers), the second reads the cache: both train the same VAE."""
+    folder = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, folder)
+    losses = []
+    for name in ("computes", "reads"):
+        run_script("train_vae.py", "--checkpoint_dir", folder, "--run_name", name, "--epochs", "1", *TINY_VAE)
+        losses.append(json.loads((folder / name / "log.jsonl").read_text().splitlines()[0])["train_loss"])
+    assert losses[0] == losses[1]
 
 
 def test_resume_continues_the_same_history(trained, dataset):
