@@ -132,6 +132,14 @@ def align_method(align):
     return align
 
 
+def match(reference, other, layout, model_config, spec, method, images=None):
+    """Permutations (one per layer) that bring `other` onto `reference` by weight matching
+    ("weights") or activation matching on `images` ("activations")."""
+    if method == "weights":
+        return weight_matching(reference, other, layout, spec)
+    return activation_matching(reference, other, layout, model_config, images)
+
+
 def align_runs(final_weights, layout, model_config, reference_run, method="weights", images=None):
     """{run: flat index} that aligns every run to `reference_run`, matched on each run's
     `final_weights[run]` (one flat vector per run) by weight matching, or by activation matching
@@ -143,7 +151,5 @@ def align_runs(final_weights, layout, model_config, reference_run, method="weigh
         if run == reference_run:
             out[run] = torch.arange(layout.numel)
             continue
-        perms = (weight_matching(ref, vec, layout, spec) if method == "weights" else
-                 activation_matching(ref, vec, layout, model_config, images))
-        out[run] = flat_index(perms, layout, spec)
+        out[run] = flat_index(match(ref, vec, layout, model_config, spec, method, images), layout, spec)
     return out

@@ -108,24 +108,26 @@ def model_groups(generated, ds, args):
 def softmax_outputs(groups, ds, images, device):
     """{group: softmax outputs [models, images, classes]} of every group's networks; those of the
     reference groups (training, fresh, baselines) are cached in the dataset folder."""
+    images_key = _digest(images, str(torch.device(device).type))
     out = {}
     for name, z in groups.items():
         w = ds.standardizer.destandardize(z)
         clamp_running_var(w, ds.layout)  # baselines too: a usable network needs var >= 0
         compute = lambda: probabilities_flat(w, ds.layout, ds.tinynn_config, images, device)
-        out[name] = compute() if name == "generated" else cached(compute, w, images, device, ds.folder)
+        out[name] = compute() if name == "generated" else cached(compute, _digest(w, images_key), ds.folder)
     return out
 
 
-def cached(compute, weights, images, device, folder):
-    """compute()'s softmax outputs of networks `weights` on `images`, kept in FOLDER/predictions/
-    under a hash of both (and the device type): every group of an experiment is judged against the
-    same training and fresh networks, which took ~2/3 of each evaluation. A broken entry is
-    computed again."""
-    key = hashlib.sha256(str(torch.device(device).type).encode())
-    for t in (weights, images):
-        key.update(t.detach().cpu().contiguous().numpy().tobytes())
-    path = os.path.join(folder, PREDICTIONS, key.hexdigest()[:32] + ".pt")
+def _digest(tensor, salt):
+    return hashlib.sha256(salt.encode() + tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def cached(compute, key, folder):
+    """compute()'s softmax outputs, kept in FOLDER/predictions/ under `key` (a hash of the
+    networks, the test images and the device type): every group of an experiment is judged
+    against the same training and fresh networks, which took ~2/3 of each evaluation. A broken
+    entry is computed again."""
+    path = os.path.join(folder, PREDICTIONS, key[:32] + ".pt")
     if os.path.exists(path):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -18,15 +18,14 @@ import argparse
 import os
 import time
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 import checkpoint_dataset as cd
+from baselines import reconstruction_identity
 from cifar10 import load_cifar10
 from cli import add_align_flag, add_runtime_flags, add_test_images_flag, run_main
 from model_io import VAE_KIND, pick_device, save_checkpoint, write_json
-from baselines import reconstruction_identity
 from tinynn_training import probabilities_flat
 from training_utils import EMA, descend, for_sampling, resume, run_epochs, training_state, write_log
 from vae_model import AUTOENCODERS, VAE_DEFAULTS, load_vae

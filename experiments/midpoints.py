@@ -39,7 +39,7 @@ import os
 import torch
 
 import checkpoint_dataset as cd
-from alignment import activation_matching, align_method, flat_index, permutation_spec, weight_matching
+from alignment import align_method, flat_index, match, permutation_spec
 from cifar10 import load_cifar10, standardize
 from cli import run_main, run_step, runtime_argv
 from experiments.common import REPORT_COLUMNS, common_flags, plot_overlap_scatter, report_rows, write_table
@@ -78,9 +78,7 @@ def match_pairs(w, ds, how, images):
     spec = permutation_spec(ds.tinynn_config)
     for pair in w:
         a, b = pair
-        perms = (weight_matching(a, b, ds.layout, spec) if how == "weights" else
-                 activation_matching(a, b, ds.layout, ds.tinynn_config, images))
-        pair[1] = b[flat_index(perms, ds.layout, spec)]
+        pair[1] = b[flat_index(match(a, b, ds.layout, ds.tinynn_config, spec, how, images), ds.layout, spec)]
     return w
 
 
@@ -140,7 +138,8 @@ def reestimate_bn(weights, ds, images_uint8, batch_size=500):
 def group_weights(folder, args):
     aligned, unaligned = WeightDataset(folder, align="weights"), WeightDataset(folder, align="none")
     pairs = checkpoint_pairs(aligned, args.num_models, args.seed)  # same rows in both: same split seed
-    images = training_images(aligned.manifest, load_cifar10(args.data_dir, download=not args.no_download), args.bn_images)
+    data = load_cifar10(args.data_dir, download=not args.no_download)
+    images = training_images(aligned.manifest, data, args.bn_images)
     if args.match == "dataset":
         w = pair_weights(aligned, pairs)
     else:
