@@ -26,17 +26,24 @@ def dataset(tiny_dataset, tmp_path_factory):
 
 def interrupt_after_first_save(cmd, saved, timeout=300):
     """Start a trainer, send it SIGINT (Ctrl-C) once its first checkpoint is on disk."""
+    # A shell without job control starts background commands with SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler: give the trainer the default disposition so the test
+    # means the same wherever pytest was started.
     proc = subprocess.Popen([sys.executable, *map(str, cmd)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + timeout
-    while not saved.exists():
-        assert proc.poll() is None, proc.communicate()[1]
-        assert time.time() < deadline, "no checkpoint was saved in time"
-        time.sleep(0.2)
-    time.sleep(1.0)  # a little way into the next epochs
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    return proc.returncode, out, err
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + timeout
+        while not saved.exists():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.time() < deadline, "no checkpoint was saved in time"
+            time.sleep(0.2)
+        time.sleep(1.0)  # a little way into the next epochs
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        return proc.returncode, out, err
+    finally:
+        proc.kill()  # a no-op once it has exited; never leave a trainer running beside the suite
 
 
 @pytest.mark.parametrize("trainer", sorted(TRAINERS))
