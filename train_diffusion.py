@@ -20,7 +20,7 @@ import checkpoint_dataset as cd
 from cli import add_align_flag, add_runtime_flags, run_main
 from diffusion_model import DENOISERS, DIFFUSION_DEFAULTS, SPACE_DEFAULTS, GaussianDiffusion
 from model_io import DIFFUSION_KIND, pick_device, save_checkpoint
-from training_utils import EMA, descend, resume, run_epochs, training_state, write_log
+from training_utils import EMA, descend, resume, reuse_freed_memory, run_epochs, training_state, write_log
 from vae_diffusion import DiffusionSpace
 from vae_model import load_vae
 from weight_dataset import WeightDataset
@@ -51,6 +51,7 @@ def plot_loss(history, path):
 
 def main(args):
     device = pick_device(args.device)
+    reuse_freed_memory()  # the wide layers' gradients: no page faults every step on the CPU
     folder = cd.dataset_folder(args.checkpoint_dir)
     args.vae_path = args.vae_path or os.path.join(folder, "vae", "vae.pt")
     args.run_name = args.run_name or f"diffusion_{args.space}"

@@ -27,7 +27,8 @@ from cifar10 import load_cifar10
 from cli import add_align_flag, add_runtime_flags, add_test_images_flag, run_main
 from model_io import VAE_KIND, pick_device, save_checkpoint, write_json
 from tinynn_training import probabilities_flat
-from training_utils import EMA, descend, for_sampling, resume, run_epochs, training_state, write_log
+from training_utils import (EMA, descend, for_sampling, resume, reuse_freed_memory, run_epochs, training_state,
+                            write_log)
 from vae_model import AUTOENCODERS, VAE_DEFAULTS, load_vae
 from weight_dataset import WeightDataset
 
@@ -99,6 +100,7 @@ def make_state(model, ema, opt, sched, args, ds, history, best_val):
 
 def main(args):
     device = pick_device(args.device)
+    reuse_freed_memory()  # the wide layers' gradients: no page faults every step on the CPU
     folder = cd.dataset_folder(args.checkpoint_dir)
     data = load_cifar10(args.data_dir, device, download=not args.no_download)  # first: --align activations reads it
     ds = WeightDataset(folder, align=args.align, min_acc=args.min_acc, holdout=args.holdout,

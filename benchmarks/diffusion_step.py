@@ -16,22 +16,10 @@ import time
 
 import torch
 
+from benchmarks.timing import ARRAYS_MOVED, floors, timed_ms
 from diffusion_model import DENOISERS, GaussianDiffusion
 from model_io import pick_device
 from training_utils import EMA, descend
-
-
-def timed_ms(fn, device, n):
-    for _ in range(max(3, n // 10)):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e3
 
 
 def trainer(args, device, compile_mode=None):
@@ -43,17 +31,6 @@ def trainer(args, device, compile_mode=None):
     if compile_mode:
         opt.step = torch.compile(opt.step, mode=compile_mode)
     return denoiser, diffusion, opt, EMA(denoiser, 0.999)
-
-
-def floors(n_params, batch, device):
-    """(memory floor ms, compute floor ms, GB/s, GFLOP/s) of one step on this machine."""
-    x = torch.empty(2 ** 26, device=device)  # 256 MB: beyond any cache
-    y = torch.empty_like(x)
-    gbps = 2 * x.numel() * 4 / timed_ms(lambda: y.copy_(x), device, 10) / 1e6
-    a, w = torch.randn(batch, 512, device=device), torch.randn(512, 512, device=device)
-    gflops = 2 * batch * 512 * 512 / timed_ms(lambda: a @ w, device, 2000) / 1e6
-    bytes_moved = 4 * n_params * (2 + 1 + 7 + 3)  # forward/backward reads, gradient, AdamW, EMA
-    return bytes_moved / gbps / 1e6, 6 * n_params * batch / gflops / 1e6, gbps, gflops
 
 
 def main(args):
@@ -74,8 +51,8 @@ def main(args):
           f"{args.batch_size}")
     for name, ms in times.items():
         print(f"  {name:<18}{ms:8.3f} ms")
-    print(f"floors: memory {memory:.3f} ms ({4 * n_params * 13 / 1e6:.0f} MB a step at {gbps:.1f} GB/s), compute "
-          f"{compute:.3f} ms ({6 * n_params * args.batch_size / 1e6:.0f} MFLOP at {gflops:.1f} GFLOP/s)")
+    print(f"floors: memory {memory:.3f} ms ({4 * n_params * ARRAYS_MOVED / 1e6:.0f} MB a step at {gbps:.1f} GB/s), "
+          f"compute {compute:.3f} ms ({6 * n_params * args.batch_size / 1e6:.0f} MFLOP at {gflops:.1f} GFLOP/s)")
     print(f"step / (memory + compute floor): {times['step'] / (memory + compute):.2f}")
     if args.compile:
         mode = "reduce-overhead" if device.type == "cuda" else None
