@@ -17,7 +17,7 @@ def reuse_freed_memory():
     """Ask glibc to keep freed memory for the next allocation instead of handing it back to the
     system; True where that was done (glibc), False elsewhere (nothing changes there).
 
-    Why: a gradient of the weight VAE's widest layers (256 x 55,386 floats, 57 MB) is above
+    Why: a gradient of the weight VAE's widest layers (256 x 55,786 floats, 57 MB) is above
     glibc's largest mmap threshold (32 MB), so every step unmapped it and the next step faulted
     in fresh zeroed pages: the backward pass ran ~1.5x slower on the CPU (benchmarks/vae_step.py).
     The price is that the process keeps its peak memory until it exits."""

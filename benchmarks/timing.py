@@ -3,10 +3,11 @@ import time
 
 import torch
 
-# Bytes a step moves, in parameter-sized float32 arrays: weights read forward and backward, the
-# gradient written, Adam(W) reading weights, gradients and both moments and writing three of
-# them, the EMA reading two copies and writing one.
-ARRAYS_MOVED = 2 + 1 + 7 + 3
+# Bytes a step moves, in parameter-sized float32 arrays: the updates (Adam(W) reading weights,
+# gradients and both moments and writing three of them; the EMA reading two copies and writing
+# one), and before them the weights read forward and backward and the gradient written.
+UPDATE_ARRAYS = 7 + 3
+ARRAYS_MOVED = 2 + 1 + UPDATE_ARRAYS
 
 
 def timed_ms(fn, device, n):

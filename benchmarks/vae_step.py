@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from benchmarks.timing import floors, timed_ms
+from benchmarks.timing import UPDATE_ARRAYS, floors, timed_ms
 from model_io import pick_device
 from tinynn import count_flat_numbers
 from training_utils import EMA, descend, reuse_freed_memory
@@ -59,12 +59,12 @@ def main(args):
           f"the widest matmul's rate)")
     print(f"forward + backward / compute floor: {before['forward_backward'] / compute:.2f} as started, "
           f"{after['forward_backward'] / compute:.2f} reusing freed memory")
-    update_ms = after["optimizer"] + after["ema"]
-    print(f"optimizer + EMA move {4 * n_params * 10 / 1e6:.0f} MB in {update_ms:.1f} ms: "
-          f"{4 * n_params * 10 / update_ms / 1e6:.1f} GB/s (a copy: {gbps:.1f} GB/s)")
-    minutes = {name: times["step"] * STEPS_SEED_SCALE / 6e4 for name, times in [("before", before), ("after", after)]}
-    print(f"100 epochs at seed scale ({STEPS_SEED_SCALE:,} steps), the steps alone: {minutes['before']:.1f} min as "
-          f"started, {minutes['after']:.1f} min reusing freed memory")
+    update_ms, update_mb = after["optimizer"] + after["ema"], 4 * n_params * UPDATE_ARRAYS / 1e6
+    print(f"optimizer + EMA move {update_mb:.0f} MB in {update_ms:.1f} ms: {update_mb / update_ms:.1f} GB/s "
+          f"(a copy: {gbps:.1f} GB/s)")
+    print(f"100 epochs at seed scale ({STEPS_SEED_SCALE:,} steps), the steps alone: "
+          f"{before['step'] * STEPS_SEED_SCALE / 6e4:.1f} min as started, "
+          f"{after['step'] * STEPS_SEED_SCALE / 6e4:.1f} min reusing freed memory")
 
 
 if __name__ == "__main__":
