@@ -8,9 +8,9 @@ seeds, simple baselines, and measures of how new they are.
 and the very split its generator was trained on (so with train_vae.py --max_train N, "training
 checkpoints" are those N). On the CIFAR-10 test set (all 10,000 images unless --test_images
 says fewer) it evaluates every generated network,
---train_models random training checkpoints, --fresh_models checkpoints of --fresh_dir (a dataset
-made by Gen_Diffusion_Dataset.py with the same recipe and another --seed: runs the generator
-never saw), and --baseline_models of each baseline (training weights plus Gaussian noise at
+--train_models random training checkpoints (one of every run before a second of any),
+--fresh_models checkpoints of --fresh_dir (a dataset made by Gen_Diffusion_Dataset.py with the
+same recipe and another --seed: runs the generator never saw), and --baseline_models of each baseline (training weights plus Gaussian noise at
 three scales, the average of --average_k aligned checkpoints, a per-coordinate Gaussian fit).
 
 For every group:
@@ -33,6 +33,7 @@ Writes report.json (every model's figures), report.md, accuracy_hist.png, novelt
 new_networks.png (accuracy against max error overlap) beside the generated models.
 """
 import argparse
+import collections
 import hashlib
 import os
 
@@ -89,11 +90,25 @@ def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
+def training_sample(runs, n, gen):
+    """Rows of n random training checkpoints (runs: the run of each), spread over the runs: one of
+    every run before a second of any. A generated copy of a run left out of the sample would
+    count as new, so a sample of at least as many checkpoints as runs holds every run."""
+    order = torch.randperm(len(runs), generator=gen).tolist()
+    taken = collections.Counter()
+    rank = []  # how many of its run's checkpoints come before it in the random order
+    for i in order:
+        rank.append(taken[runs[i]])
+        taken[runs[i]] += 1
+    by_round = sorted(range(len(order)), key=lambda j: (rank[j], j))
+    return torch.tensor([order[j] for j in by_round[:n]], dtype=torch.long)
+
+
 def model_groups(generated, ds, args):
     """({group: z-space weights}, {group: run of each network} for training and fresh networks,
     rows of the training sample in ds.train)."""
     gen = torch.Generator().manual_seed(args.seed)
-    rows = torch.randperm(len(ds.train), generator=gen)[:args.train_models]
+    rows = training_sample([r["run"] for r in ds.train_records], args.train_models, gen)
     groups = {"generated": ds.standardizer.standardize(generated), TRAIN: ds.train[rows]}
     runs = {TRAIN: [ds.train_records[i]["run"] for i in rows.tolist()]}
     if args.fresh_dir:
@@ -231,7 +246,8 @@ def markdown(summary, report):
     n_test = report["test_images"]
     test_set = "the full CIFAR-10 test set" if n_test == 10000 else f"the first {n_test} CIFAR-10 test images"
     lines = [f"Test accuracy on {test_set} (min_acc = {report['min_acc']}); novelty against "
-             f"the {summary[TRAIN]['accuracy']['n']} training checkpoints evaluated. New: accuracy >= min_acc and "
+             f"the {summary[TRAIN]['accuracy']['n']} training checkpoints evaluated (from {report['training_runs']['sampled']} "
+             f"of the {report['training_runs']['all']} training runs). New: accuracy >= min_acc and "
              + (f"max error overlap <= {bar:.3f} (fresh seeds' 95th percentile)" if bar is not None else
                 "max error overlap <= the fresh seeds' 95th percentile (pass --fresh_dir)")
              + f"; distinct: further apart than {report['distinct_threshold']:.4f} in weights; functionally "
@@ -330,6 +346,7 @@ def main(args):
                                                  args.heldout_models),
                   source=source, checkpoint_dir=os.path.abspath(folder), split=ds.description,
                   fresh_dir=os.path.abspath(cd.dataset_folder(args.fresh_dir)) if args.fresh_dir else None,
+                  training_runs=dict(sampled=len(set(runs[TRAIN])), all=k),
                   training_checkpoints=[dict(run=ds.train_records[i]["run"], step=ds.train_records[i]["step"])
                                         for i in rows.tolist()])
     out = args.model_path if os.path.isdir(args.model_path) else os.path.dirname(args.model_path)
@@ -351,7 +368,8 @@ def parse_args(argv=None):
                    help="a dataset of runs the generator never saw: Gen_Diffusion_Dataset.py with the training "
                         "set's recipe and another --seed (name under checkpoints/); it sets the bar for new networks")
     p.add_argument("--train_models", type=int, default=100,
-                   help="training checkpoints evaluated; error overlaps are measured against them (default 100)")
+                   help="training checkpoints evaluated, spread over the runs; error overlaps are measured against "
+                        "them, so to judge novelty take at least as many as there are runs (default 100)")
     p.add_argument("--fresh_models", type=int, default=100, help="fresh networks evaluated, at most (default 100)")
     p.add_argument("--baseline_models", type=int, default=100, help="networks per baseline (default 100; 0: none)")
     add_test_images_flag(p)

@@ -58,7 +58,8 @@ def build(dataset, name, flags, args):
     out = os.path.join(os.path.dirname(model), "ablation_samples")
     run_step(["sample.py", "--model_path", model, "--num_models", args.num_models, "--sampler", "ddim", "--steps", 50,
               "--seed", args.sample_seed, "--out", out, "--quiet", *shlex.split(sample_flags),
-              *runtime_argv(args, data=False)], skip_if=os.path.join(out, "generated.pt"))
+              *runtime_argv(args)],  # the data, for a variant that rejects on the validation images
+             skip_if=os.path.join(out, "generated.pt"))
     baselines = args.baseline_models if name == args.variant_names[0] else 0
     run_step(["evaluate_generated.py", "--model_path", out, "--fresh_dir", args.fresh_dir, "--train_models",
               args.train_models, "--baseline_models", baselines, "--test_images", args.test_images,

@@ -9,6 +9,7 @@ import torch
 from baselines import (all_baselines, cross_run_disagreement, disagreement, ensemble_accuracy, functionally_distinct,
                        is_new, max_error_overlap, nearest, new_network_bar, one_per_run)
 from conftest import DATA_DIR, TEST_IMAGES, gen, private_copy, run_script
+from evaluate_generated import training_sample
 from model_io import save_checkpoint
 from tinynn_training import evaluate_flat
 from weight_dataset import WeightDataset
@@ -61,6 +62,8 @@ def test_training_checkpoints_as_generated_reproduce_their_accuracy_and_zero_dis
     assert len(fresh_overlaps) == 8 and report["new_bar"] == pytest.approx(float(np.percentile(fresh_overlaps, 95)))
     assert 0 < report["summary"]["fresh seeds"]["functionally_distinct"] <= 8
     ens = report["ensembles"]  # K = 2 training runs
+    assert report["training_runs"] == dict(sampled=2, all=2)
+    assert "from 2 of the 2 training runs" in (gen / "report.md").read_text()
     assert ens["generated (first 2)"]["n"] == 2 and ens["training checkpoints (one per run)"]["n"] == 2
     assert ens["fresh seeds (one per run)"]["n"] == 2 and ens["generated (all 3)"]["n"] == 3
     text = (gen / "report.md").read_text()
@@ -162,6 +165,20 @@ def test_novelty_measures_on_hand_made_cases():
     wrong_train = torch.tensor([[1, 1, 0, 0], [0, 0, 1, 1]], dtype=torch.bool)
     query = torch.tensor([[1, 1, 1, 0]], dtype=torch.bool)
     assert max_error_overlap(query, wrong_train).item() == pytest.approx(2 / 3)
+
+
+def test_the_training_sample_takes_every_run_before_a_second_checkpoint_of_any():
+    runs = [0] * 50 + [1] * 3 + [2] * 10 + [3]  # unequal runs, as after min_acc selection
+    for seed in range(5):
+        rows = training_sample(runs, 4, torch.Generator().manual_seed(seed))
+        assert sorted(runs[i] for i in rows) == [0, 1, 2, 3]
+        rows = training_sample(runs, 10, torch.Generator().manual_seed(seed)).tolist()
+        assert len(set(rows)) == 10 and sorted(runs[i] for i in rows) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]
+    everything = training_sample(runs, 100, torch.Generator().manual_seed(0))
+    assert sorted(everything.tolist()) == list(range(len(runs)))
+    again = training_sample(runs, 10, torch.Generator().manual_seed(0))
+    assert torch.equal(again, training_sample(runs, 10, torch.Generator().manual_seed(0)))
+    assert not torch.equal(again, training_sample(runs, 10, torch.Generator().manual_seed(1)))
 
 
 def test_baselines_have_the_asked_shapes_and_spreads():

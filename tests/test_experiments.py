@@ -115,7 +115,8 @@ def fresh(tmp_path_factory):
 def test_novelty_ablation_tabulates_every_variant_and_resumes(dataset, fresh, tmp_path):
     out = tmp_path / "ablation"
     args = ["-m", "experiments.novelty_ablation", "--datasets", dataset, "--fresh_dir", fresh, "--variants",
-            "default", "--add", "direct_eta1", "none", "--space weights --batch_size 32", "--eta 1", "--vae_epochs", "2",
+            "default", "--add", "direct_eta1", "none", "--space weights --batch_size 32", "--eta 1 --reject_below 0.05",
+            "--vae_epochs", "2",
             "--diffusion_epochs", "2", "--baseline_models", "0", "--vae_flags", TINY_VAE_FLAGS, "--out", out,
             *SMALL]
     run_script(*args)
@@ -128,7 +129,8 @@ def test_novelty_ablation_tabulates_every_variant_and_resumes(dataset, fresh, tm
     assert rows[1]["n"] == 8 and (out / "novelty_ablation.png").stat().st_size > 0
     # default has no VAE flags: the dataset's own VAE; direct diffusion needs none
     assert (dataset / "vae" / "vae.pt").exists() and not [p for p in dataset.iterdir() if p.name.startswith("vae_")]
-    assert json.load(open(dataset / "diffusion_direct_eta1" / "ablation_samples" / "report.json"))["source"]["eta"] == 1
+    source = json.load(open(dataset / "diffusion_direct_eta1" / "ablation_samples" / "report.json"))["source"]
+    assert source["eta"] == 1 and source["rejection"]["reject_below"] == 0.05  # sample.py was given the data
     again = run_script(*args)
     assert "$ python" not in again.stdout and json.load(open(out / "novelty_ablation.json")) == rows
 
