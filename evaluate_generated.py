@@ -10,8 +10,9 @@ checkpoints" are those N). On the CIFAR-10 test set (all 10,000 images unless --
 says fewer) it evaluates every generated network,
 --train_models random training checkpoints (one of every run before a second of any),
 --fresh_models checkpoints of --fresh_dir (a dataset made by Gen_Diffusion_Dataset.py with the
-same recipe and another --seed: runs the generator never saw), and --baseline_models of each baseline (training weights plus Gaussian noise at
-three scales, the average of --average_k aligned checkpoints, a per-coordinate Gaussian fit).
+same recipe and another --seed: runs the generator never saw), and --baseline_models of each
+baseline (training weights plus Gaussian noise at three scales, the average of --average_k
+aligned checkpoints, a per-coordinate Gaussian fit).
 
 For every group:
 - accuracy, and distance to the nearest training checkpoint (aligned, standardised weights; RMS
@@ -95,13 +96,11 @@ def training_sample(runs, n, gen):
     every run before a second of any. A generated copy of a run left out of the sample would
     count as new, so a sample of at least as many checkpoints as runs holds every run."""
     order = torch.randperm(len(runs), generator=gen).tolist()
-    taken = collections.Counter()
-    rank = []  # how many of its run's checkpoints come before it in the random order
+    taken, rank = collections.Counter(), {}  # rank: its run's checkpoints before it in the random order
     for i in order:
-        rank.append(taken[runs[i]])
+        rank[i] = taken[runs[i]]
         taken[runs[i]] += 1
-    by_round = sorted(range(len(order)), key=lambda j: (rank[j], j))
-    return torch.tensor([order[j] for j in by_round[:n]], dtype=torch.long)
+    return torch.tensor(sorted(order, key=rank.get)[:n], dtype=torch.long)  # stable: random within a rank
 
 
 def model_groups(generated, ds, args):
@@ -246,8 +245,8 @@ def markdown(summary, report):
     n_test = report["test_images"]
     test_set = "the full CIFAR-10 test set" if n_test == 10000 else f"the first {n_test} CIFAR-10 test images"
     lines = [f"Test accuracy on {test_set} (min_acc = {report['min_acc']}); novelty against "
-             f"the {summary[TRAIN]['accuracy']['n']} training checkpoints evaluated (from {report['training_runs']['sampled']} "
-             f"of the {report['training_runs']['all']} training runs). New: accuracy >= min_acc and "
+             f"the {summary[TRAIN]['accuracy']['n']} training checkpoints evaluated (from "
+             f"{report['training_runs']['sampled']} of the {report['training_runs']['all']} training runs). New: accuracy >= min_acc and "
              + (f"max error overlap <= {bar:.3f} (fresh seeds' 95th percentile)" if bar is not None else
                 "max error overlap <= the fresh seeds' 95th percentile (pass --fresh_dir)")
              + f"; distinct: further apart than {report['distinct_threshold']:.4f} in weights; functionally "

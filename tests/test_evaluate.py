@@ -61,13 +61,13 @@ def test_training_checkpoints_as_generated_reproduce_their_accuracy_and_zero_dis
     fresh_overlaps = report["per_model"]["fresh seeds"]["max_error_overlap"]
     assert len(fresh_overlaps) == 8 and report["new_bar"] == pytest.approx(float(np.percentile(fresh_overlaps, 95)))
     assert 0 < report["summary"]["fresh seeds"]["functionally_distinct"] <= 8
-    ens = report["ensembles"]  # K = 2 training runs
     assert report["training_runs"] == dict(sampled=2, all=2)
-    assert "from 2 of the 2 training runs" in (gen / "report.md").read_text()
+    ens = report["ensembles"]  # K = 2 training runs
     assert ens["generated (first 2)"]["n"] == 2 and ens["training checkpoints (one per run)"]["n"] == 2
     assert ens["fresh seeds (one per run)"]["n"] == 2 and ens["generated (all 3)"]["n"] == 3
     text = (gen / "report.md").read_text()
     assert "| fresh seeds |" in text and "| new |" in text and "Ensembles" in text
+    assert "from 2 of the 2 training runs" in text
     for name in ["report.md", "accuracy_hist.png", "novelty.png", "new_networks.png"]:
         assert (gen / name).stat().st_size > 0
 
