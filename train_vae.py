@@ -92,6 +92,11 @@ def plot_history(history, path):
     plt.close(fig)
 
 
+def held_out_runs_are_seen(ds):
+    """Whether some held-out checkpoint comes from a run the VAE trains on."""
+    return bool({r["run"] for r in ds.val_records} & {r["run"] for r in ds.train_records})
+
+
 def make_state(model, ema, opt, sched, args, ds, history, best_val):
     return dict(kind=VAE_KIND, autoencoder=args.autoencoder, model_args=model.args, config=vars(args),
                 dataset=ds.description, tinynn=ds.tinynn_config, standardizer=ds.standardizer.state_dict(),
@@ -110,8 +115,14 @@ def main(args):
     os.makedirs(out, exist_ok=True)
     test_sub = data.first_test(args.eval_images)
     train, val = ds.train.to(device), ds.val.to(device)
+    steps_per_epoch = -(-len(train) // args.batch_size)
     print(f"{folder}: {len(train)} training / {len(val)} held-out checkpoints of {ds.layout.numel} numbers "
-          f"(align={args.align}, holdout={args.holdout}); device {device}")
+          f"(align={args.align}, holdout={args.holdout}); {args.epochs * steps_per_epoch:,} optimizer steps "
+          f"({steps_per_epoch} an epoch); device {device}")
+    if args.keep == "best" and not held_out_runs_are_seen(ds):
+        print("note: no held-out checkpoint comes from a training run (--holdout runs, or one checkpoint per "
+              "run), so the validation loss measures unseen runs; it is lowest after a few epochs, and --keep "
+              "best keeps that barely trained model. Pass --keep last to keep the trained one.")
 
     # Seeded here, not before the data: computing an alignment builds TinyNNs, which draws from the
     # global generator, so a run would otherwise depend on whether alignment.pt was cached.
@@ -223,7 +234,7 @@ def parse_args(argv=None):
                         "~115 MB)")
     p.add_argument("--keep", choices=["best", "last"], default="best",
                    help="which saved model becomes vae.pt: the lowest validation loss (default) or the last. With "
-                        "--holdout runs the validation loss on unseen runs rises after ~10 epochs while "
+                        "--holdout runs (or one checkpoint per run) the validation loss on unseen runs rises after ~10 epochs while "
                         "reconstructions get more accurate, so 'best' keeps an early, untrained-looking model there")
     p.add_argument("--eval_every", type=int, default=10, help="epochs between accuracy evaluations (default 10)")
     p.add_argument("--eval_models", type=int, default=10, help="networks decoded per periodic evaluation")

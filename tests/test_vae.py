@@ -134,6 +134,17 @@ def test_keep_last_keeps_the_last_saved_epoch(dataset, tmp_path):
     assert final["kept_epoch"] == 4 == ckpt["history"][-1]["epoch"] and final["keep"] == "last"
 
 
+def test_unseen_runs_as_validation_say_their_steps_and_warn_against_keep_best(dataset):
+    """With whole runs held out, --keep best would keep an early epoch: the run says so, and says
+    how many optimizer steps its epochs are (4 training checkpoints, batch 2: 2 an epoch)."""
+    best = run_script("train_vae.py", "--checkpoint_dir", dataset, "--run_name", "vae_runs_best", "--epochs", "2",
+                      "--holdout", "runs", *TINY_VAE)
+    last = run_script("train_vae.py", "--checkpoint_dir", dataset, "--run_name", "vae_runs_last", "--epochs", "2",
+                      "--holdout", "runs", "--keep", "last", *TINY_VAE)
+    assert "4 optimizer steps (2 an epoch)" in best.stdout and "4 optimizer steps" in last.stdout
+    assert "Pass --keep last" in best.stdout and "Pass --keep last" not in last.stdout
+
+
 def test_a_cached_alignment_does_not_change_the_run(tiny_dataset, tmp_path):
     """The first run of a dataset computes its alignment (building TinyNNs, which draws random
     numbers), the second reads the cache: both train the same VAE."""
