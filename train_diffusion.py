@@ -20,7 +20,8 @@ import checkpoint_dataset as cd
 from cli import add_align_flag, add_runtime_flags, run_main
 from diffusion_model import DENOISERS, DIFFUSION_DEFAULTS, SPACE_DEFAULTS, GaussianDiffusion
 from model_io import DIFFUSION_KIND, pick_device, save_checkpoint
-from training_utils import EMA, descend, resume, reuse_freed_memory, run_epochs, training_state, write_log
+from training_utils import (EMA, descend, resume, reuse_freed_memory, run_epochs, steps_summary, training_state,
+                            write_log)
 from vae_diffusion import DiffusionSpace
 from vae_model import load_vae
 from weight_dataset import WeightDataset
@@ -61,7 +62,8 @@ def main(args):
     out = os.path.join(folder, args.run_name)
     ds, space, data = training_space(args, folder)
     data = data.to(device)
-    print(f"{folder}: {len(data)} training vectors of {data.shape[1]} numbers ({args.space} space); device {device}")
+    print(f"{folder}: {len(data)} training vectors of {data.shape[1]} numbers ({args.space} space); "
+          f"{steps_summary(len(data), args.batch_size, args.epochs)}; device {device}")
 
     torch.manual_seed(args.seed)  # after the data, whose caches (alignment, latents) may or may not be there
     denoiser = DENOISERS[args.denoiser](data.shape[1], args.hidden, args.depth, args.time_dim)

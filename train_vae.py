@@ -27,8 +27,8 @@ from cifar10 import load_cifar10
 from cli import add_align_flag, add_runtime_flags, add_test_images_flag, run_main
 from model_io import VAE_KIND, pick_device, save_checkpoint, write_json
 from tinynn_training import probabilities_flat
-from training_utils import (EMA, descend, for_sampling, resume, reuse_freed_memory, run_epochs, training_state,
-                            write_log)
+from training_utils import (EMA, descend, for_sampling, resume, reuse_freed_memory, run_epochs, steps_summary,
+                            training_state, write_log)
 from vae_model import AUTOENCODERS, VAE_DEFAULTS, load_vae
 from weight_dataset import WeightDataset
 
@@ -115,10 +115,9 @@ def main(args):
     os.makedirs(out, exist_ok=True)
     test_sub = data.first_test(args.eval_images)
     train, val = ds.train.to(device), ds.val.to(device)
-    steps_per_epoch = -(-len(train) // args.batch_size)
     print(f"{folder}: {len(train)} training / {len(val)} held-out checkpoints of {ds.layout.numel} numbers "
-          f"(align={args.align}, holdout={args.holdout}); {args.epochs * steps_per_epoch:,} optimizer steps "
-          f"({steps_per_epoch} an epoch); device {device}")
+          f"(align={args.align}, holdout={args.holdout}); {steps_summary(len(train), args.batch_size, args.epochs)}; "
+          f"device {device}")
     if args.keep == "best" and not held_out_runs_are_seen(ds):
         print("note: no held-out checkpoint comes from a training run (--holdout runs, or one checkpoint per "
               "run), so the validation loss measures unseen runs; it is lowest after a few epochs, and --keep "

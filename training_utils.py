@@ -49,6 +49,13 @@ class EMA:
                 self.state[k].copy_(v)
 
 
+def steps_summary(n_vectors, batch_size, epochs):
+    """'N optimizer steps (k an epoch)': what a trainer's header says, because epochs alone hide how
+    little a small dataset trains (54 vectors at batch 32 are 2 steps an epoch)."""
+    per_epoch = -(-n_vectors // batch_size)
+    return f"{epochs * per_epoch:,} optimizer steps ({per_epoch} an epoch)"
+
+
 def descend(loss, model, opt, ema):
     """One optimizer step on `loss`, then the EMA update: the inner step of every trainer."""
     opt.zero_grad(set_to_none=True)

@@ -68,8 +68,10 @@ def test_a_vae_checkpoint_is_not_a_diffusion_checkpoint(pipeline, tmp_path):
 
 def test_report_of_a_vae_that_held_out_a_run_shows_that_run_reconstructed(pipeline, tmp_path):
     run_script("train_vae.py", "--checkpoint_dir", pipeline, "--run_name", "vae_runs", "--holdout", "runs", *VAE)
-    run_script("train_diffusion.py", "--checkpoint_dir", pipeline, "--run_name", "diffusion_runs",
-               "--vae_path", pipeline / "vae_runs" / "vae.pt", *DIFF)
+    trained = run_script("train_diffusion.py", "--checkpoint_dir", pipeline, "--run_name", "diffusion_runs",
+                         "--vae_path", pipeline / "vae_runs" / "vae.pt", *DIFF)
+    # Run 0's 4 latents at batch 4 for 3 epochs: the header says how little that trains.
+    assert "4 training vectors" in trained.stdout and "3 optimizer steps (1 an epoch)" in trained.stdout
     out = tmp_path / "g"
     run_script("sample.py", "--model_path", pipeline / "diffusion_runs" / "diffusion.pt", "--num_models", "2",
                "--steps", "5", "--out", out, "--quiet", "--device", "cpu")
