@@ -233,8 +233,9 @@ def parse_args(argv=None):
                         "~115 MB)")
     p.add_argument("--keep", choices=["best", "last"], default="best",
                    help="which saved model becomes vae.pt: the lowest validation loss (default) or the last. With "
-                        "--holdout runs (or one checkpoint per run) the validation loss on unseen runs rises after ~10 epochs while "
-                        "reconstructions get more accurate, so 'best' keeps an early, untrained-looking model there")
+                        "--holdout runs (or one checkpoint per run) the validation loss on unseen runs rises after ~10 "
+                        "epochs while reconstructions get more accurate, so 'best' keeps an early, untrained-looking "
+                        "model there")
     p.add_argument("--eval_every", type=int, default=10, help="epochs between accuracy evaluations (default 10)")
     p.add_argument("--eval_models", type=int, default=10, help="networks decoded per periodic evaluation")
     p.add_argument("--eval_images", type=int, default=2000, help="test images for periodic evaluations")
