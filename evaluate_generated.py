@@ -246,7 +246,8 @@ def markdown(summary, report):
     test_set = "the full CIFAR-10 test set" if n_test == 10000 else f"the first {n_test} CIFAR-10 test images"
     lines = [f"Test accuracy on {test_set} (min_acc = {report['min_acc']}); novelty against "
              f"the {summary[TRAIN]['accuracy']['n']} training checkpoints evaluated (from "
-             f"{report['training_runs']['sampled']} of the {report['training_runs']['all']} training runs). New: accuracy >= min_acc and "
+             f"{report['training_runs']['sampled']} of the {report['training_runs']['all']} training runs). "
+             f"New: accuracy >= min_acc and "
              + (f"max error overlap <= {bar:.3f} (fresh seeds' 95th percentile)" if bar is not None else
                 "max error overlap <= the fresh seeds' 95th percentile (pass --fresh_dir)")
              + f"; distinct: further apart than {report['distinct_threshold']:.4f} in weights; functionally "

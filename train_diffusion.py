@@ -20,8 +20,8 @@ import checkpoint_dataset as cd
 from cli import add_align_flag, add_runtime_flags, run_main
 from diffusion_model import DENOISERS, DIFFUSION_DEFAULTS, SPACE_DEFAULTS, GaussianDiffusion
 from model_io import DIFFUSION_KIND, pick_device, save_checkpoint
-from training_utils import (EMA, descend, resume, reuse_freed_memory, run_epochs, steps_summary, training_state,
-                            write_log)
+from training_utils import (EMA, batches_per_epoch, descend, resume, reuse_freed_memory, run_epochs, steps_summary,
+                            training_state, write_log)
 from vae_diffusion import DiffusionSpace
 from vae_model import load_vae
 from weight_dataset import WeightDataset
@@ -88,7 +88,7 @@ def main(args):
             loss = diffusion.loss(data[order[i:i + args.batch_size]])
             descend(loss, denoiser, opt, ema)
             total += loss.detach()
-        return dict(epoch=epoch + 1, loss=total.item() / -(-len(order) // args.batch_size),
+        return dict(epoch=epoch + 1, loss=total.item() / batches_per_epoch(len(order), args.batch_size),
                     seconds=round(time.time() - t0, 1))
 
     def save():

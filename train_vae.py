@@ -27,8 +27,8 @@ from cifar10 import load_cifar10
 from cli import add_align_flag, add_runtime_flags, add_test_images_flag, run_main
 from model_io import VAE_KIND, pick_device, save_checkpoint, write_json
 from tinynn_training import probabilities_flat
-from training_utils import (EMA, descend, for_sampling, resume, reuse_freed_memory, run_epochs, steps_summary,
-                            training_state, write_log)
+from training_utils import (EMA, batches_per_epoch, descend, for_sampling, resume, reuse_freed_memory, run_epochs,
+                            steps_summary, training_state, write_log)
 from vae_model import AUTOENCODERS, VAE_DEFAULTS, load_vae
 from weight_dataset import WeightDataset
 
@@ -151,7 +151,7 @@ def main(args):
             descend(loss, model, opt, ema)
             sums += torch.stack([loss.detach(), mse.detach(), kl.detach()])
         sched.step()
-        n_batches = -(-len(order) // args.batch_size)
+        n_batches = batches_per_epoch(len(order), args.batch_size)
         ema_model.load_state_dict(ema.state)
         val_loss, val_mse, val_kl = validation_loss(ema_model, val, args.kl_weight, 256)
         rec = dict(epoch=epoch + 1, train_loss=sums[0].item() / n_batches, train_mse=sums[1].item() / n_batches,

@@ -49,10 +49,15 @@ class EMA:
                 self.state[k].copy_(v)
 
 
+def batches_per_epoch(n_vectors, batch_size):
+    """Optimizer steps an epoch: the last batch may be short."""
+    return -(-n_vectors // batch_size)
+
+
 def steps_summary(n_vectors, batch_size, epochs):
     """'N optimizer steps (k an epoch)': what a trainer's header says, because epochs alone hide how
     little a small dataset trains (54 vectors at batch 32 are 2 steps an epoch)."""
-    per_epoch = -(-n_vectors // batch_size)
+    per_epoch = batches_per_epoch(n_vectors, batch_size)
     return f"{epochs * per_epoch:,} optimizer steps ({per_epoch} an epoch)"
 
 
