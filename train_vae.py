@@ -3,6 +3,7 @@
     python train_vae.py --checkpoint_dir Toy_CNN --batch_size 32 --epochs 100
     python train_vae.py --checkpoint_dir Toy_CNN --align none --run_name vae_noalign  # the ablation
     python train_vae.py --checkpoint_dir Toy_CNN --resume                             # after an interruption
+    python train_vae.py --checkpoint_dir Toy_CNN --autoencoder channels --run_name vae_channels  # a token per channel
 
 Runs are aligned to the first run by weight matching (or --align activations; cached in the
 dataset folder), each tensor is standardised, and a validation split holds out checkpoints (or
@@ -127,7 +128,9 @@ def main(args):
     # global generator, so a run would otherwise depend on whether alignment.pt was cached.
     torch.manual_seed(args.seed)
     autoencoder = AUTOENCODERS[args.autoencoder]
-    model = autoencoder(ds.layout.numel, args.hidden, args.latent_dim, args.input_noise, args.latent_noise).to(device)
+    width = {} if args.hidden is None else dict(hidden=args.hidden)  # else the autoencoder's own default
+    model = autoencoder.for_layout(ds.layout, latent_dim=args.latent_dim, input_noise=args.input_noise,
+                                   latent_noise=args.latent_noise, **width).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)  # one kernel per step: faster on CPU and GPU
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=args.lr_step, gamma=args.lr_gamma)
     ema = EMA(model, args.ema)
@@ -211,9 +214,13 @@ def parse_args(argv=None):
     p.add_argument("--kl_weight", type=float, default=0.1,
                    help="weight of the KL term; 0.1 gave the best prior samples of 1e-3, 1e-2, 0.1 (default 0.1)")
     p.add_argument("--autoencoder", choices=sorted(AUTOENCODERS), default="mlp",
-                   help="autoencoder network (vae_model.AUTOENCODERS; default mlp)")
-    p.add_argument("--hidden", type=int, default=d["hidden"], help=f"MLP width (default {d['hidden']})")
-    p.add_argument("--latent_dim", type=int, default=d["latent_dim"], help=f"default {d['latent_dim']}")
+                   help="autoencoder network (vae_model.AUTOENCODERS): mlp, MLPs over the whole weight vector "
+                        "(default); channels, a transformer over one token per output channel")
+    p.add_argument("--hidden", type=int, default=None,
+                   help=f"width: of the MLP layers (mlp, default {d['hidden']}) or of the tokens (channels, default 64)")
+    p.add_argument("--latent_dim", type=int, default=d["latent_dim"],
+                   help=f"latent numbers (default {d['latent_dim']}); channels spreads them over its tokens, at least "
+                        "one each (TinyNN: 210)")
     p.add_argument("--input_noise", type=float, default=d["input_noise"],
                    help=f"std of noise added to standardised input weights in training (default {d['input_noise']})")
     p.add_argument("--latent_noise", type=float, default=d["latent_noise"],

@@ -1,10 +1,13 @@
-"""A VAE over whole flat TinyNN weight vectors (tens of thousands of numbers).
+"""VAEs over whole flat TinyNN weight vectors (tens of thousands of numbers).
 
-Encoder and decoder are MLPs; the wide layers next to the weight vector hold nearly all the
-parameters (2 x n_params x hidden). Noise augmentation follows p-diff: a little Gaussian
-noise on the input weights and more on the latent code while training, which makes the
-decoder robust to the imprecise latents a diffusion model will hand it.
+WeightVAE (--autoencoder mlp): encoder and decoder are MLPs; the wide layers next to the
+weight vector hold nearly all the parameters (2 x n_params x hidden). ChannelTokenVAE
+(--autoencoder channels) reads the network one output channel at a time. Noise augmentation
+follows p-diff: a little Gaussian noise on the input weights and more on the latent code while
+training, which makes the decoder robust to the imprecise latents a diffusion model will hand it.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,23 +28,13 @@ def mlp(sizes, last_activation=False):
     return nn.Sequential(*layers)
 
 
-class WeightVAE(nn.Module):
-    def __init__(self, in_dim, hidden=VAE_DEFAULTS["hidden"], latent_dim=VAE_DEFAULTS["latent_dim"],
-                 input_noise=VAE_DEFAULTS["input_noise"], latent_noise=VAE_DEFAULTS["latent_noise"]):
+class _NoisyVAE(nn.Module):
+    """What every autoencoder here shares: noise augmentation, reparameterisation, the loss and
+    prior sampling. A subclass sets self.args and self.latent_dim and defines encode and decode."""
+
+    def __init__(self, input_noise, latent_noise):
         super().__init__()
-        self.args = dict(in_dim=in_dim, hidden=hidden, latent_dim=latent_dim,
-                         input_noise=input_noise, latent_noise=latent_noise)
-        self.encoder = mlp([in_dim, hidden, hidden, 2 * latent_dim])
-        self.decoder = mlp([latent_dim, hidden, hidden, in_dim])
-        self.latent_dim, self.input_noise, self.latent_noise = latent_dim, input_noise, latent_noise
-
-    def encode(self, x):
-        """Posterior mean and log-variance, each [B, latent_dim]."""
-        mu, logvar = self.encoder(x).chunk(2, dim=1)
-        return mu, logvar.clamp(-20, 10)
-
-    def decode(self, z):
-        return self.decoder(z)
+        self.input_noise, self.latent_noise = input_noise, latent_noise
 
     def forward(self, x):
         """Reconstruction, mu, logvar. Noise augmentation and reparameterisation only in training."""
@@ -74,11 +67,131 @@ class WeightVAE(nn.Module):
         return self.decode(z.to(p.device, p.dtype))
 
 
+class WeightVAE(_NoisyVAE):
+    def __init__(self, in_dim, hidden=VAE_DEFAULTS["hidden"], latent_dim=VAE_DEFAULTS["latent_dim"],
+                 input_noise=VAE_DEFAULTS["input_noise"], latent_noise=VAE_DEFAULTS["latent_noise"]):
+        super().__init__(input_noise, latent_noise)
+        self.args = dict(in_dim=in_dim, hidden=hidden, latent_dim=latent_dim,
+                         input_noise=input_noise, latent_noise=latent_noise)
+        self.encoder = mlp([in_dim, hidden, hidden, 2 * latent_dim])
+        self.decoder = mlp([latent_dim, hidden, hidden, in_dim])
+        self.latent_dim = latent_dim
+
+    @classmethod
+    def for_layout(cls, layout, **kwargs):
+        return cls(layout.numel, **kwargs)
+
+    def encode(self, x):
+        """Posterior mean and log-variance, each [B, latent_dim]."""
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar.clamp(-20, 10)
+
+    def decode(self, z):
+        return self.decoder(z)
+
+
+def channel_layers(shapes):
+    """The layers of a flat weight vector as (tokens, [numbers per token of each tensor]): consecutive
+    tensors sharing their first dimension (a conv kernel and its BatchNorm's four vectors, a linear
+    weight and its bias) are one layer, and one index of that dimension (an output channel) is one token."""
+    layers = []
+    for shape in shapes:
+        lead, per_token = shape[0], math.prod(shape[1:])
+        if layers and layers[-1][0] == lead and len(shape) == 1:
+            layers[-1][1].append(per_token)
+        else:
+            layers.append((lead, [per_token]))
+    return layers
+
+
+def split_channels(x, layers):
+    """[B, n_params] -> per layer of channel_layers, its tokens [B, channels, numbers per token]."""
+    out, offset = [], 0
+    for n, widths in layers:
+        parts = []
+        for w in widths:
+            parts.append(x[:, offset:offset + n * w].reshape(len(x), n, w))
+            offset += n * w
+        out.append(torch.cat(parts, dim=2))
+    return out
+
+
+def join_channels(tokens, layers):
+    """The inverse of split_channels: per-layer tokens -> [B, n_params] in layout order."""
+    return torch.cat([part.reshape(len(t), -1) for t, (_, widths) in zip(tokens, layers)
+                      for part in t.split(widths, dim=2)], dim=1)
+
+
+class ChannelMaps(nn.Module):
+    """One affine map per output channel between a layer's channel tokens and a width: [B, n, a] ->
+    [B, n, b]. Not shared across channels: the channels of a layer are nearly full-rank (on R60x1 a
+    64-dimensional map shared by all channels of a 3x3 conv layer keeps only 48-58% of their
+    variance), so a shared map would limit what can be reconstructed."""
+
+    def __init__(self, n, a, b):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n, a, b) / a ** 0.5)
+        self.bias = nn.Parameter(torch.zeros(n, b))
+
+    def forward(self, x):
+        return torch.einsum("bna,nac->bnc", x, self.weight) + self.bias
+
+
+class ChannelTokenVAE(_NoisyVAE):
+    """A VAE that reads a network one output channel at a time (tokens per channel, as SANE
+    tokenises layers): each channel (its incoming kernel and BatchNorm numbers, or a row of the
+    head) is a token, mapped to the token width by its own affine map, mixed with the other
+    channels by a small transformer and given its own few latent numbers; the decoder mirrors it.
+    Unlike the MLP, no layer is dense over the whole weight vector (7.4 M parameters at TinyNN's
+    size and width 64, against 28.8 M), and a channel's latent depends on the others only through
+    attention.
+
+    latent_dim is spread over the tokens, at least one number each (TinyNN: 210 tokens, so the
+    default 64 gives 210 latent numbers); hidden is the token width."""
+
+    def __init__(self, shapes, hidden=64, latent_dim=VAE_DEFAULTS["latent_dim"],
+                 input_noise=VAE_DEFAULTS["input_noise"], latent_noise=VAE_DEFAULTS["latent_noise"], depth=2, heads=4):
+        super().__init__(input_noise, latent_noise)
+        shapes = [list(s) for s in shapes]
+        self.args = dict(shapes=shapes, hidden=hidden, latent_dim=latent_dim, input_noise=input_noise,
+                         latent_noise=latent_noise, depth=depth, heads=heads)
+        self.layers = channel_layers(shapes)
+        self.n_tokens = sum(n for n, _ in self.layers)
+        self.per_token = max(1, round(latent_dim / self.n_tokens))
+        self.latent_dim = self.n_tokens * self.per_token
+        self.embed = nn.ModuleList(ChannelMaps(n, sum(w), hidden) for n, w in self.layers)
+        self.unembed = nn.ModuleList(ChannelMaps(n, hidden, sum(w)) for n, w in self.layers)
+        self.encoder = self._mixer(hidden, depth, heads)
+        self.decoder = self._mixer(hidden, depth, heads)
+        self.to_latent = nn.Linear(hidden, 2 * self.per_token)
+        self.from_latent = ChannelMaps(self.n_tokens, self.per_token, hidden)  # its bias: each token's position
+
+    @classmethod
+    def for_layout(cls, layout, **kwargs):
+        return cls([s.shape for s in layout.slots], **kwargs)
+
+    @staticmethod
+    def _mixer(width, depth, heads):
+        layer = nn.TransformerEncoderLayer(width, heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True)
+        return nn.Sequential(nn.TransformerEncoder(layer, depth, enable_nested_tensor=False), nn.LayerNorm(width))
+
+    def encode(self, x):
+        """Posterior mean and log-variance, each [B, latent_dim] (token-major)."""
+        tokens = [embed(t) for embed, t in zip(self.embed, split_channels(x, self.layers))]
+        mu, logvar = self.to_latent(self.encoder(torch.cat(tokens, dim=1))).chunk(2, dim=2)
+        return mu.flatten(1), logvar.flatten(1).clamp(-20, 10)
+
+    def decode(self, z):
+        h = self.decoder(self.from_latent(z.reshape(len(z), self.n_tokens, self.per_token)))
+        h = h.split([n for n, _ in self.layers], dim=1)
+        return join_channels([unembed(t) for unembed, t in zip(self.unembed, h)], self.layers)
+
+
 # Autoencoders by name (train_vae.py --autoencoder; the name is recorded in the checkpoint). A new
-# one takes in_dim and its own keyword arguments, keeps them in self.args, and offers loss(x,
-# kl_weight), encode(x) -> (mu, logvar), decode(z), reconstruct(x), sample(n, generator) and
-# latent_dim, as WeightVAE does.
-AUTOENCODERS = {"mlp": WeightVAE}
+# one subclasses _NoisyVAE, is built by for_layout(layout, hidden=, latent_dim=, input_noise=,
+# latent_noise=) from a TinyNN FlatLayout, keeps its constructor's arguments in self.args (it is
+# rebuilt from them) and defines encode(x) -> (mu, logvar) and decode(z).
+AUTOENCODERS = {"mlp": WeightVAE, "channels": ChannelTokenVAE}
 
 
 def build_vae(ckpt):

@@ -8,7 +8,7 @@ import torch
 from conftest import DATA_DIR, private_copy, run_script
 from model_io import CheckpointError, save_checkpoint
 from tinynn import FlatLayout, TinyNN
-from vae_model import load_vae
+from vae_model import ChannelTokenVAE, channel_layers, join_channels, load_vae, split_channels
 from standardizer import Standardizer
 from weight_dataset import WeightDataset
 
@@ -123,6 +123,38 @@ def test_trained_vae_reloads_alone_and_reconstructs(trained, dataset):
     assert history[-1]["train_mse"] < history[0]["train_mse"]
     for name in ["vae_last.pt", "log.jsonl", "vae_curves.png"]:
         assert (trained / name).stat().st_size > 0
+
+
+def test_channel_tokens_are_output_channels_and_join_back():
+    """One token per output channel: conv kernel row and its BatchNorm numbers together; the
+    tokens join back into the same flat vector."""
+    net = TinyNN()
+    layout = FlatLayout.of(net)
+    layers = channel_layers([s.shape for s in layout.slots])
+    assert [n for n, _ in layers] == [16, 32, 32, 40, 40, 40, 10] and layers[0][1] == [27, 1, 1, 1, 1]
+    x = torch.randn(3, layout.numel)
+    tokens = split_channels(x, layers)
+    state = layout.unflatten(x[1])
+    assert torch.equal(tokens[1][1, 5, :144], state["features.1.0.weight"][5].reshape(-1))
+    assert tokens[1][1, 5, 144] == state["features.1.1.weight"][5] and tokens[-1][1, 7, 40] == state["head.bias"][7]
+    assert torch.equal(join_channels(tokens, layers), x)
+    vae = ChannelTokenVAE.for_layout(layout, hidden=16, latent_dim=64, depth=1)
+    assert vae.latent_dim == 210 and vae.decode(vae.encode(x)[0]).shape == x.shape
+    assert ChannelTokenVAE.for_layout(layout, hidden=16, latent_dim=420, depth=1).latent_dim == 420
+
+
+def test_channel_vae_trains_reconstructs_and_reloads(dataset):
+    """train_vae.py --autoencoder channels: the checkpoint rebuilds the same network alone, and it
+    reconstructs its training checkpoints better than their mean."""
+    run_script("train_vae.py", "--checkpoint_dir", dataset, "--run_name", "vae_channels", "--autoencoder",
+               "channels", "--epochs", "20", "--lr_step", "100", *TINY_VAE)
+    vae, _, ckpt = load_vae(str(dataset / "vae_channels" / "vae.pt"))
+    assert isinstance(vae, ChannelTokenVAE) and ckpt["autoencoder"] == "channels" and vae.latent_dim == 210
+    ds = WeightDataset(str(dataset), val_fraction=0.25)
+    mse = ((vae.reconstruct(ds.train) - ds.train) ** 2).mean().item()
+    assert mse < 0.9 * (ds.train ** 2).mean().item()
+    final = json.load(open(dataset / "vae_channels" / "final.json"))
+    assert final["n_heldout"] == 2 and 0 <= final["reconstructed"]["mean"] <= 1
 
 
 def test_keep_last_keeps_the_last_saved_epoch(dataset, tmp_path):
