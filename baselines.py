@@ -148,3 +148,24 @@ def is_new(accuracy, overlap, min_acc, bar):
     """A new network: as accurate as the training bar asks, and no closer in its mistakes to any
     training network than a network from a fresh seed is."""
     return accuracy >= min_acc and overlap <= bar
+
+
+def span_shares(train, query, ks):
+    """How much of each query vector a generator that stays near its training vectors could
+    reproduce, in z-space: ("mean", the share of a query's squared norm that the training mean
+    removes) and, for each k in ks, the mean share of a query's squared deviation from the
+    training mean that lies in the span of the first k principal directions of the training
+    vectors' deviations (k above their rank: all of it). Returns {"mean": s, k: s, ...}."""
+    # The rank tolerance of numpy's matrix_rank, at the inputs' precision: float32 rounding alone
+    # gives every direction a tiny singular value, and those directions would count as spanned.
+    tol = torch.finfo(train.dtype).eps * max(train.shape)
+    train, query = train.double(), query.double()
+    mu = train.mean(0)
+    _, sizes, directions = torch.linalg.svd(train - mu, full_matrices=False)
+    directions = directions[sizes > tol * sizes.max()]
+    dev = query - mu
+    norm = (dev ** 2).sum(1)
+    out = {"mean": 1 - (norm / (query ** 2).sum(1)).mean().item()}
+    for k in ks:
+        out[k] = ((dev @ directions[:k].T) ** 2).sum(1).div(norm).mean().item()
+    return out

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from baselines import distinct, nearest_within
+from baselines import distinct, nearest_within, span_shares
 from cifar10 import standardize
 from conftest import DATA_DIR, TEST_IMAGES, TINY, TINY_VAE_FLAGS, private_copy, run_script
 from model_io import VAE_KIND, load_checkpoint
@@ -238,3 +238,26 @@ def test_reestimated_batchnorm_holds_the_statistics_of_the_images(dataset, cifar
     assert state["features.0.2.running_mean"] == pytest.approx(pre.mean((0, 2, 3)), abs=1e-4)
     assert state["features.0.2.running_var"] == pytest.approx(pre.var((0, 2, 3)), rel=1e-3)
     assert torch.equal(state["features.0.0.weight"], ds.layout.unflatten(w[0])["features.0.0.weight"])
+
+
+def test_span_shares_see_what_lies_in_the_training_span_and_what_does_not():
+    gen = torch.Generator().manual_seed(0)
+    basis = torch.randn(5, 2000, generator=gen)
+    train = torch.randn(40, 5, generator=gen) @ basis + 3.0  # 40 vectors in a 5-dimensional affine subspace
+    inside = torch.randn(4, 5, generator=gen) @ basis + 3.0
+    outside = torch.randn(4, 2000, generator=gen)
+    assert span_shares(train, inside, [5])[5] == pytest.approx(1.0, abs=1e-9)
+    assert span_shares(train, inside, [2])[2] < 0.9
+    out = span_shares(train, outside, [5, 40])
+    assert out[5] < 0.02 and out[40] == pytest.approx(out[5])  # rank 5: more directions add nothing
+    assert span_shares(train, train[:3], [40])[40] == pytest.approx(1.0, abs=1e-9)  # training vectors: all in span
+    assert span_shares(train, inside, [5])["mean"] > 0.5  # most of their norm is the common offset
+
+
+def test_run_span_tabulates_held_out_runs_against_the_training_runs(dataset, tmp_path):
+    run_script("-m", "experiments.run_span", "--checkpoint_dir", dataset, "--out", tmp_path)
+    result = json.load(open(tmp_path / "run_span.json"))
+    (row,) = result["rows"]  # the tiny dataset: 2 runs, 1 held out
+    assert row["runs"] == 1 and row["checkpoints"] == 4
+    assert 0 <= row["in_span"] <= 1 and row["mean_explains"] <= 1
+    assert (tmp_path / "run_span.md").stat().st_size > 0 and (tmp_path / "run_span.png").stat().st_size > 0
