@@ -66,14 +66,17 @@ def main(args):
 
 
 def plot(rows, path):
-    fig, ax = plt.subplots(figsize=(6, 4))
     n = [r["runs"] for r in rows]
-    ax.plot(n, [r["in_span"] for r in rows], "o-", label="held-out deviation in the training runs' span")
-    ax.plot(n, [r["mean_explains"] for r in rows], "s--", label="explained by the training mean")
-    ax.plot(n, [r["random_directions"] for r in rows], ":", color="gray", label="random directions")
-    ax.set(xscale="log", xlabel="training runs N", ylabel="share of a held-out run's squared norm",
-           title="How much of an unseen run the training runs span")
-    ax.legend(fontsize=8)
+    fig, (span, mean) = plt.subplots(1, 2, figsize=(10, 4))
+    span.plot(n, [r["in_span"] for r in rows], "o-", label="held-out runs (deviation from the training mean)")
+    span.plot(n, [r["random_directions"] for r in rows], ":", color="gray", label="random directions")
+    span.set(xscale="log", yscale="log", xlabel="training runs N", ylabel="share in the training runs' span",
+             title="How much of an unseen run N runs span")
+    mean.plot(n, [r["mean_explains"] for r in rows], "s--")
+    mean.axhline(0, color="gray", lw=0.8)
+    mean.set(xscale="log", xlabel="training runs N", ylabel="share of the squared norm removed",
+             title="What the N runs' mean explains")
+    span.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
