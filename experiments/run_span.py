@@ -7,7 +7,8 @@ first N training runs (N doubling up to all of them), how much of each held-out 
 from those runs' mean lies in the span of their deviations (in_span), and how much of its squared
 norm subtracting that mean removes (mean_explains; negative when the mean of a few runs lies
 further from it than the per-tensor means z-space is centred on). If runs were random directions,
-the share in span would be (checkpoints - 1) / n_params (random_directions). Writes run_span.md/.json and run_span.png (share in span against N) in --out.
+the share in span would be (checkpoints - 1) / n_params (random_directions). Writes
+run_span.md/.json and run_span.png (both shares against N) in --out.
 
     python -m experiments.run_span --checkpoint_dir R120x1 --val_runs 12
 """
@@ -31,8 +32,8 @@ COLUMNS = ["runs", "checkpoints", "mean_explains", "in_span", "random_directions
 
 def first_runs(ds, n):
     """Rows of ds.train that belong to its first n training runs."""
-    runs = sorted({r["run"] for r in ds.train_records})[:n]
-    return [i for i, r in enumerate(ds.train_records) if r["run"] in set(runs)]
+    runs = set(sorted({r["run"] for r in ds.train_records})[:n])
+    return [i for i, r in enumerate(ds.train_records) if r["run"] in runs]
 
 
 def run_counts(total):
