@@ -116,20 +116,20 @@ class GaussianDiffusion(nn.Module):
         return F.mse_loss(self.denoiser(self.q_sample(x0, t, noise), t), target)
 
     @torch.no_grad()
-    def sample(self, n, sampler="ddim", steps=50, eta=0.0, generator=None, progress=None):
+    def sample(self, n, sampler="ddim", steps=50, eta=0.0, generator=None, progress=None, temperature=1.0):
         """n vectors from the model. sampler="ddpm": ancestral sampling over all timesteps;
-        "ddim": `steps` evenly spaced timesteps, deterministic for eta=0."""
+        "ddim": `steps` evenly spaced timesteps, deterministic for eta=0. `temperature` scales the
+        initial noise and every noise draw of the sampler: above 1 the samples spread wider than
+        the training data, below 1 they gather at its modes."""
         device = self.betas.device
         dim = self.denoiser.args["dim"]
-        x = torch.randn(n, dim, generator=generator, device=device)
+        noise = lambda shape: temperature * torch.randn(shape, generator=generator, device=device)
+        x = noise((n, dim))
         if sampler == "ddpm":
-            return self._ddpm(x, generator, progress)
+            return self._ddpm(x, noise, progress)
         if sampler == "ddim":
-            return self._ddim(x, steps, eta, generator, progress)
+            return self._ddim(x, steps, eta, noise, progress)
         raise ValueError(f"sampler must be 'ddpm' or 'ddim', not {sampler!r}")
-
-    def _noise_like(self, x, generator):
-        return torch.randn(x.shape, generator=generator, device=x.device)
 
     def _predict(self, x, t):
         """(x_0, eps) predicted at timestep t, x_0 clipped to the data range when one is set."""
@@ -140,16 +140,16 @@ class GaussianDiffusion(nn.Module):
             x0 = x0.clamp(-self.clip_x0, self.clip_x0)
         return x0, (x - self.sqrt_alpha_bar[t] * x0) / self.sqrt_one_minus_alpha_bar[t]
 
-    def _ddpm(self, x, generator, progress):
+    def _ddpm(self, x, noise, progress):
         for t in _iterate(reversed(range(self.timesteps)), self.timesteps, progress):
             x0, _ = self._predict(x, t)
             # Posterior mean of q(x_{t-1} | x_t, x_0), written with x_0.
             ab, ab_prev, beta = self.alpha_bar[t], self.alpha_bar_prev[t], self.betas[t]
             mean = (ab_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - ab_prev) * x) / (1 - ab)
-            x = mean + self.posterior_var[t].sqrt() * self._noise_like(x, generator) if t > 0 else mean
+            x = mean + self.posterior_var[t].sqrt() * noise(x.shape) if t > 0 else mean
         return x
 
-    def _ddim(self, x, steps, eta, generator, progress):
+    def _ddim(self, x, steps, eta, noise, progress):
         ts = torch.linspace(self.timesteps - 1, 0, steps).round().long().unique_consecutive().tolist()
         for i, t in enumerate(_iterate(ts, len(ts), progress)):
             prev = ts[i + 1] if i + 1 < len(ts) else -1
@@ -159,7 +159,7 @@ class GaussianDiffusion(nn.Module):
             sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
             x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps
             if eta > 0 and prev >= 0:
-                x = x + sigma * self._noise_like(x, generator)
+                x = x + sigma * noise(x.shape)
         return x
 
 

@@ -40,11 +40,12 @@ def load_generator(ckpt, device, vae_path=None):
     return space, build_diffusion(ckpt).to(device)
 
 
-def generate(space, diffusion, num_models, sampler, steps, eta, gen, quiet=False):
-    """Flat TinyNN weights [num_models, n_params]: diffusion samples decoded into weights; the
-    noise comes from the torch.Generator `gen`."""
-    progress = None if quiet else (lambda it, total: tqdm(it, total=total, desc=sampler, unit="step"))
-    samples = diffusion.sample(num_models, sampler=sampler, steps=steps, eta=eta, generator=gen, progress=progress)
+def generate(space, diffusion, num_models, args, gen):
+    """Flat TinyNN weights [num_models, n_params]: diffusion samples (--sampler, --steps, --eta,
+    --temperature of `args`) decoded into weights; the noise comes from the torch.Generator `gen`."""
+    progress = None if args.quiet else (lambda it, total: tqdm(it, total=total, desc=args.sampler, unit="step"))
+    samples = diffusion.sample(num_models, sampler=args.sampler, steps=args.steps, eta=args.eta, generator=gen,
+                               progress=progress, temperature=args.temperature)
     return space.to_weights(samples)
 
 
@@ -74,13 +75,13 @@ def draw(space, diffusion, layout, args, device, check=None):
     --reject_below (the first draw is the networks sampled without rejection) or max_draws are spent."""
     gen = torch.Generator(device=device).manual_seed(args.seed)
     if check is None:
-        weights = generate(space, diffusion, args.num_models, args.sampler, args.steps, args.eta, gen, args.quiet)
+        weights = generate(space, diffusion, args.num_models, args, gen)
         return weights, finish(weights, layout, args.prune_to), None
     max_draws = args.max_draws or 10 * args.num_models
     kept, clamped, drawn, check_seconds = [], 0, 0, 0.0
     while sum(map(len, kept)) < args.num_models and drawn < max_draws:
         n = min(args.num_models, max_draws - drawn)
-        weights = generate(space, diffusion, n, args.sampler, args.steps, args.eta, gen, args.quiet)
+        weights = generate(space, diffusion, n, args, gen)
         clamped += finish(weights, layout, args.prune_to)
         t0 = time.time()
         acc = check(weights)
@@ -118,7 +119,8 @@ def main(args):
         print(f"warning: {int((~finite).sum())} of {len(weights)} generated vectors hold NaN/inf")
     source = dict(model_path=os.path.abspath(args.model_path), space=ckpt["space"]["space"], sampler=args.sampler,
                   steps=args.steps if args.sampler == "ddim" else ckpt["diffusion_args"]["timesteps"], eta=args.eta,
-                  seed=args.seed, prune_to=args.prune_to, seconds=round(seconds, 2), device=str(device),
+                  temperature=args.temperature, seed=args.seed, prune_to=args.prune_to, seconds=round(seconds, 2),
+                  device=str(device),
                   vae=ckpt["space"]["vae"],
                   negative_running_var_clamped=clamped, rejection=rejection)
     save_generated(weights, layout, ckpt["tinynn"], out, source, ckpt["dataset"], BN_HANDLING)
@@ -136,6 +138,9 @@ def parse_args(argv=None):
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim", help="default ddim")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50; DDPM always uses all)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 is deterministic (default 0)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="scale of the sampler's noise, the initial draw included: above 1 samples spread wider "
+                        "than the training data, below 1 they gather at its modes (default 1)")
     p.add_argument("--prune_to", type=float, default=0.0,
                    help="zero this share of the smallest weights of every conv and linear layer of each generated "
                         "network (magnitude pruning; default 0: as generated)")
