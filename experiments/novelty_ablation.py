@@ -35,6 +35,8 @@ VARIANTS = {
     "align_activations": ("--align activations", "", ""),
     "direct": (None, "--space weights --batch_size 32", ""),
     "ddim_eta1": ("", "", "--eta 1"),
+    "temperature0.5": ("", "", "--temperature 0.5"),
+    "temperature1.5": ("", "", "--temperature 1.5"),
 }
 __doc__ += "; ".join(f"{k}: {v[0] if v[0] is not None else '(no VAE)'} | {v[1]} | {v[2]}"
                      for k, v in VARIANTS.items()) + "."
@@ -44,7 +46,10 @@ def build(dataset, name, flags, args):
     """VAE, diffusion, samples and report of one variant on one dataset; returns the report path."""
     vae_flags, diffusion_flags, sample_flags = flags
     folder = cd.dataset_folder(dataset)
-    diffusion = ["train_diffusion.py", "--checkpoint_dir", dataset, "--run_name", f"diffusion_{name}",
+    # A variant of sample.py's flags alone shares one diffusion model, so that it compares samplers
+    # of the same model rather than two trainings.
+    diffusion_run = f"diffusion_{name}" if vae_flags or diffusion_flags else "diffusion"
+    diffusion = ["train_diffusion.py", "--checkpoint_dir", dataset, "--run_name", diffusion_run,
                  "--epochs", args.diffusion_epochs, "--quiet", *shlex.split(diffusion_flags)]
     if vae_flags is not None:
         vae_run = f"vae_{name}" if vae_flags else "vae"  # no VAE flags: the dataset's own VAE, shared
@@ -53,9 +58,9 @@ def build(dataset, name, flags, args):
                   *shlex.split(vae_flags), *runtime_argv(args)],
                  skip_if=os.path.join(folder, vae_run, "final.json"))
         diffusion += ["--vae_path", os.path.join(folder, vae_run, "vae.pt")]
-    model = os.path.join(folder, f"diffusion_{name}", "diffusion.pt")
+    model = os.path.join(folder, diffusion_run, "diffusion.pt")
     run_step(diffusion + runtime_argv(args, data=False), skip_if=os.path.join(os.path.dirname(model), "loss.png"))
-    out = os.path.join(os.path.dirname(model), "ablation_samples")
+    out = os.path.join(os.path.dirname(model), f"samples_{name}")
     run_step(["sample.py", "--model_path", model, "--num_models", args.num_models, "--sampler", "ddim", "--steps", 50,
               "--seed", args.sample_seed, "--out", out, "--quiet", *shlex.split(sample_flags),
               *runtime_argv(args)],  # the data, for a variant that rejects on the validation images

@@ -115,22 +115,27 @@ def fresh(tmp_path_factory):
 def test_novelty_ablation_tabulates_every_variant_and_resumes(dataset, fresh, tmp_path):
     out = tmp_path / "ablation"
     args = ["-m", "experiments.novelty_ablation", "--datasets", dataset, "--fresh_dir", fresh, "--variants",
-            "default", "--add", "direct_eta1", "none", "--space weights --batch_size 32", "--eta 1 --reject_below 0.05",
+            "default", "temperature1.5", "--add", "direct_eta1", "none", "--space weights --batch_size 32", "--eta 1 --reject_below 0.05",
             "--vae_epochs", "2",
             "--diffusion_epochs", "2", "--baseline_models", "0", "--vae_flags", TINY_VAE_FLAGS, "--out", out,
             *SMALL]
     run_script(*args)
     rows = json.load(open(out / "novelty_ablation.json"))
     assert [r["models"] for r in rows] == ["training checkpoints", "fresh seeds", "generated: default",
-                                          "generated: direct_eta1"]
+                                          "generated: temperature1.5", "generated: direct_eta1"]
     for r in rows[2:]:
         assert r["n"] == 3 and 0 <= r["new"] <= 1 and 0 <= r["acc_min"] <= r["acc_mean"] <= 1
         assert 0 < r["ens_all_gen"] <= 1 and r["ens_k_runs"] == rows[2]["ens_k_runs"]
     assert rows[1]["n"] == 8 and (out / "novelty_ablation.png").stat().st_size > 0
     # default has no VAE flags: the dataset's own VAE; direct diffusion needs none
     assert (dataset / "vae" / "vae.pt").exists() and not [p for p in dataset.iterdir() if p.name.startswith("vae_")]
-    source = json.load(open(dataset / "diffusion_direct_eta1" / "ablation_samples" / "report.json"))["source"]
+    source = json.load(open(dataset / "diffusion_direct_eta1" / "samples_direct_eta1" / "report.json"))["source"]
     assert source["eta"] == 1 and source["rejection"]["reject_below"] == 0.05  # sample.py was given the data
+    # sample.py's flags alone: one diffusion model, sampled twice
+    shared = [json.load(open(dataset / "diffusion" / f"samples_{v}" / "report.json"))["source"]
+              for v in ("default", "temperature1.5")]
+    assert [s["temperature"] for s in shared] == [1.0, 1.5] and shared[0]["model_path"] == shared[1]["model_path"]
+    assert not (dataset / "diffusion_temperature1.5").exists()
     again = run_script(*args)
     assert "$ python" not in again.stdout and json.load(open(out / "novelty_ablation.json")) == rows
 
