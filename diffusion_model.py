@@ -116,46 +116,51 @@ class GaussianDiffusion(nn.Module):
         return F.mse_loss(self.denoiser(self.q_sample(x0, t, noise), t), target)
 
     @torch.no_grad()
-    def sample(self, n, sampler="ddim", steps=50, eta=0.0, generator=None, progress=None, temperature=1.0):
+    def sample(self, n, sampler="ddim", steps=50, eta=0.0, generator=None, progress=None, temperature=1.0,
+               guide=None):
         """n vectors from the model. sampler="ddpm": ancestral sampling over all timesteps;
         "ddim": `steps` evenly spaced timesteps, deterministic for eta=0. `temperature` scales the
         initial noise and every noise draw of the sampler: above 1 the samples spread wider than
-        the training data, below 1 they gather at its modes."""
+        the training data, below 1 they gather at its modes. `guide(x0)`, if given, moves every
+        step's predicted x_0 (towards what it favours) before the step is taken from it."""
         device = self.betas.device
         dim = self.denoiser.args["dim"]
         noise = lambda shape: temperature * torch.randn(shape, generator=generator, device=device)
         x = noise((n, dim))
         if sampler == "ddpm":
-            return self._ddpm(x, noise, progress)
+            return self._ddpm(x, noise, progress, guide)
         if sampler == "ddim":
-            return self._ddim(x, steps, eta, noise, progress)
+            return self._ddim(x, steps, eta, noise, progress, guide)
         raise ValueError(f"sampler must be 'ddpm' or 'ddim', not {sampler!r}")
 
-    def _predict(self, x, t):
-        """(x_0, eps) predicted at timestep t, x_0 clipped to the data range when one is set."""
+    def _predict(self, x, t, guide=None):
+        """(x_0, eps) predicted at timestep t, x_0 moved by `guide` and clipped to the data range
+        when one is set; eps is the noise that this x_0 implies."""
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         out = self.denoiser(x, tt)
         x0 = out if self.prediction == "x0" else (x - self.sqrt_one_minus_alpha_bar[t] * out) / self.sqrt_alpha_bar[t]
+        if guide is not None:
+            x0 = guide(x0)
         if self.clip_x0 is not None:
             x0 = x0.clamp(-self.clip_x0, self.clip_x0)
         return x0, (x - self.sqrt_alpha_bar[t] * x0) / self.sqrt_one_minus_alpha_bar[t]
 
-    def _ddpm(self, x, noise, progress):
+    def _ddpm(self, x, noise, progress, guide):
         for t in _iterate(reversed(range(self.timesteps)), self.timesteps, progress):
-            x0, _ = self._predict(x, t)
+            x0, _ = self._predict(x, t, guide)
             # Posterior mean of q(x_{t-1} | x_t, x_0), written with x_0.
             ab, ab_prev, beta = self.alpha_bar[t], self.alpha_bar_prev[t], self.betas[t]
             mean = (ab_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - ab_prev) * x) / (1 - ab)
             x = mean + self.posterior_var[t].sqrt() * noise(x.shape) if t > 0 else mean
         return x
 
-    def _ddim(self, x, steps, eta, noise, progress):
+    def _ddim(self, x, steps, eta, noise, progress, guide):
         ts = torch.linspace(self.timesteps - 1, 0, steps).round().long().unique_consecutive().tolist()
         for i, t in enumerate(_iterate(ts, len(ts), progress)):
             prev = ts[i + 1] if i + 1 < len(ts) else -1
             ab = self.alpha_bar[t]
             ab_prev = self.alpha_bar[prev] if prev >= 0 else torch.ones((), device=x.device)
-            x0, eps = self._predict(x, t)
+            x0, eps = self._predict(x, t, guide)
             sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
             x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps
             if eta > 0 and prev >= 0:

@@ -17,7 +17,8 @@ from tinynn import TinyNN
 VAE_KIND = "weight-vae"                 # train_vae.py: vae.pt, vae_last.pt
 DIFFUSION_KIND = "weight-diffusion"     # train_diffusion.py: diffusion.pt
 GENERATED_KIND = "generated-tinynns"    # sample.py: generated.pt
-KINDS = (VAE_KIND, DIFFUSION_KIND, GENERATED_KIND)
+GUIDE_KIND = "accuracy-guide"           # train_guide.py: guide.pt
+KINDS = (VAE_KIND, DIFFUSION_KIND, GENERATED_KIND, GUIDE_KIND)
 
 
 class CheckpointError(Exception):

@@ -3,6 +3,7 @@
     python sample.py --model_path checkpoints/Toy_CNN/diffusion_latent/diffusion.pt --num_models 100
     python sample.py --model_path ... --sampler ddpm                 # all timesteps, ancestral
     python sample.py --model_path ... --vae_path other/vae.pt        # must be the VAE it was trained on
+    python sample.py --model_path ... --temperature 1.5 --guide .../guide.pt    # wider, towards accuracy
 
 The diffusion checkpoint records everything needed, including which VAE it was trained on.
 Output folder (--out, default next to the model: samples_SAMPLER_STEPS_seedSEED/):
@@ -19,69 +20,39 @@ import time
 import torch
 from tqdm import tqdm
 
-import checkpoint_dataset as cd
-from cifar10 import held_out_split, load_cifar10
+from accuracy_guide import accuracy_guide, load_guide
 from cli import add_runtime_flags, run_main
-from diffusion_model import build_diffusion
+from generation import finish, load_generator, validation_check
 from model_io import DIFFUSION_KIND, load_checkpoint, pick_device, save_generated
-from tinynn import FlatLayout, clamp_running_var, prune_to
-from tinynn_training import evaluate_flat
-from vae_diffusion import DiffusionSpace
+from tinynn import FlatLayout
 
 BN_HANDLING = ("generated: BatchNorm running statistics are part of the generated vector "
                "(negative running variances clamped at 0)")
 
 
-def load_generator(ckpt, device, vae_path=None):
-    """(DiffusionSpace, diffusion model) from a diffusion checkpoint dict, on `device`."""
-    space = DiffusionSpace.from_state_dict(ckpt["space"], vae_path)
-    if space.vae is not None:
-        space.vae.to(device)
-    return space, build_diffusion(ckpt).to(device)
-
-
-def generate(space, diffusion, num_models, args, gen):
+def generate(space, diffusion, num_models, args, gen, guide=None):
     """Flat TinyNN weights [num_models, n_params]: diffusion samples (--sampler, --steps, --eta,
-    --temperature of `args`) decoded into weights; the noise comes from the torch.Generator `gen`."""
+    --temperature of `args`; guided by `guide` if given) decoded into weights; the noise comes
+    from the torch.Generator `gen`."""
     progress = None if args.quiet else (lambda it, total: tqdm(it, total=total, desc=args.sampler, unit="step"))
     samples = diffusion.sample(num_models, sampler=args.sampler, steps=args.steps, eta=args.eta, generator=gen,
-                               progress=progress, temperature=args.temperature)
+                               progress=progress, temperature=args.temperature, guide=guide)
     return space.to_weights(samples)
 
 
-def finish(weights, layout, prune_share):
-    """The networks as they are saved: negative running variances clamped, optionally pruned.
-    Returns how many variances were clamped."""
-    clamped = clamp_running_var(weights, layout)
-    if prune_share:
-        prune_to(weights, layout, prune_share)
-    return clamped
-
-
-def validation_check(ckpt, layout, args, device):
-    """f(weights) -> validation accuracy of each network, on the images the checkpoint dataset
-    held out of TinyNN training (its settings record the split); never the test set."""
-    data_settings = cd.load_manifest(ckpt["dataset"]["folder"])["data"]
-    data = load_cifar10(args.data_dir, device, download=not args.no_download)
-    _, (images, labels) = held_out_split(data, data_settings["val_size"], data_settings["val_seed"],
-                                         data_settings["train_size"])
-    print(f"rejecting networks below {args.reject_below} on {len(labels)} validation images")
-    return lambda w: torch.tensor(evaluate_flat(w, layout, ckpt["tinynn"], images, labels, device))
-
-
-def draw(space, diffusion, layout, args, device, check=None):
+def draw(space, diffusion, layout, args, device, check=None, guide=None):
     """(weights, clamped variances, rejection record or None). Without a check: num_models
     networks. With one: draws of num_models from the same noise stream until num_models pass
     --reject_below (the first draw is the networks sampled without rejection) or max_draws are spent."""
     gen = torch.Generator(device=device).manual_seed(args.seed)
     if check is None:
-        weights = generate(space, diffusion, args.num_models, args, gen)
+        weights = generate(space, diffusion, args.num_models, args, gen, guide)
         return weights, finish(weights, layout, args.prune_to), None
     max_draws = args.max_draws or 10 * args.num_models
     kept, clamped, drawn, check_seconds = [], 0, 0, 0.0
     while sum(map(len, kept)) < args.num_models and drawn < max_draws:
         n = min(args.num_models, max_draws - drawn)
-        weights = generate(space, diffusion, n, args, gen)
+        weights = generate(space, diffusion, n, args, gen, guide)
         clamped += finish(weights, layout, args.prune_to)
         t0 = time.time()
         acc = check(weights)
@@ -110,16 +81,24 @@ def main(args):
                                    f"_seed{args.seed}")
     space, diffusion = load_generator(ckpt, device, args.vae_path)
     layout = FlatLayout.from_json(ckpt["space"]["standardizer"]["layout"])
-    check = validation_check(ckpt, layout, args, device) if args.reject_below else None
+    check = None
+    if args.reject_below:
+        check, n_images = validation_check(ckpt, layout, args, device)
+        print(f"rejecting networks below {args.reject_below} on {n_images} validation images")
+    guide = None
+    if args.guide:
+        predictor, _ = load_guide(args.guide, args.model_path, device)
+        guide = accuracy_guide(predictor, args.guide_scale)
     t0 = time.time()  # sampling, decoding and checking only, not loading
-    weights, clamped, rejection = draw(space, diffusion, layout, args, device, check)
+    weights, clamped, rejection = draw(space, diffusion, layout, args, device, check, guide)
     seconds = time.time() - t0
     finite = torch.isfinite(weights).all(1)
     if not finite.all():
         print(f"warning: {int((~finite).sum())} of {len(weights)} generated vectors hold NaN/inf")
     source = dict(model_path=os.path.abspath(args.model_path), space=ckpt["space"]["space"], sampler=args.sampler,
                   steps=args.steps if args.sampler == "ddim" else ckpt["diffusion_args"]["timesteps"], eta=args.eta,
-                  temperature=args.temperature, seed=args.seed, prune_to=args.prune_to, seconds=round(seconds, 2),
+                  temperature=args.temperature, guide=args.guide and os.path.abspath(args.guide),
+                  guide_scale=args.guide_scale if args.guide else None, seed=args.seed, prune_to=args.prune_to, seconds=round(seconds, 2),
                   device=str(device),
                   vae=ckpt["space"]["vae"],
                   negative_running_var_clamped=clamped, rejection=rejection)
@@ -141,6 +120,12 @@ def parse_args(argv=None):
     p.add_argument("--temperature", type=float, default=1.0,
                    help="scale of the sampler's noise, the initial draw included: above 1 samples spread wider "
                         "than the training data, below 1 they gather at its modes (default 1)")
+    p.add_argument("--guide", default=None,
+                   help="guide.pt from train_guide.py for this diffusion model: every sampling step moves the "
+                        "predicted vector up the gradient of its predicted validation accuracy (default: none)")
+    p.add_argument("--guide_scale", type=float, default=1.0,
+                   help="with --guide: the size of that step, in the diffusion space's units per unit of accuracy "
+                        "(default 1)")
     p.add_argument("--prune_to", type=float, default=0.0,
                    help="zero this share of the smallest weights of every conv and linear layer of each generated "
                         "network (magnitude pruning; default 0: as generated)")

@@ -132,3 +132,24 @@ def test_rejection_keeps_the_first_draws_networks_that_pass_on_validation_images
                      check=False)
     assert out.returncode != 0 and "none of 6 networks reached 1.01" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "none" / "generated.pt").exists()
+
+
+def test_guide_belongs_to_its_diffusion_model_and_steers_sampling(pipeline, tmp_path):
+    model = pipeline / "diffusion_latent" / "diffusion.pt"
+    guide = tmp_path / "guide.pt"
+    run_script("train_guide.py", "--model_path", model, "--num_latents", "8", "--temperatures", "1", "2",
+               "--steps", "5", "--epochs", "50", "--out", guide, "--quiet", "--device", "cpu", "--data_dir", DATA_DIR,
+               "--no_download")
+    report = json.load(open(tmp_path / "guide.json"))
+    assert report["labels"] == 16 and list(report["accuracy_by_temperature"]) == ["1.0", "2.0"]
+    assert report["held_out"]["n"] == 3 and report["held_out"]["mae"] >= 0
+    common = ["--model_path", model, "--num_models", "3", "--steps", "5", "--quiet", "--device", "cpu"]
+    run_script("sample.py", *common, "--out", tmp_path / "plain")
+    run_script("sample.py", *common, "--guide", guide, "--guide_scale", "5", "--out", tmp_path / "guided")
+    plain, guided = (load_checkpoint(str(tmp_path / g / "generated.pt"), "generated-tinynns")
+                     for g in ("plain", "guided"))
+    assert guided["source"]["guide"] == str(guide) and guided["source"]["guide_scale"] == 5
+    assert plain["source"]["guide"] is None and not torch.equal(plain["weights"], guided["weights"])
+    out = run_script("sample.py", *common, "--model_path", pipeline / "diffusion_weights" / "diffusion.pt",
+                     "--guide", guide, "--out", tmp_path / "wrong", check=False)
+    assert out.returncode != 0 and "fitted to another diffusion model" in out.stderr and "Traceback" not in out.stderr
