@@ -49,6 +49,13 @@ def add_more_flags(parser, step, script, example, where=""):
                         help=f'more {script} flags in one string{where}, e.g. "{example}"')
 
 
+def add_generator_flags(parser):
+    """--model_path and --vae_path: the trained diffusion model a script samples from."""
+    parser.add_argument("--model_path", required=True, help="diffusion checkpoint written by train_diffusion.py")
+    parser.add_argument("--vae_path", default=None, help="the VAE, if it moved since training (it must be the same "
+                                                         "file; default: the recorded path)")
+
+
 def add_align_flag(parser, where=""):
     """--align: how the runs of a checkpoint dataset are aligned before a generator learns them."""
     from alignment import ALIGN_METHODS

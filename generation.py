@@ -5,17 +5,20 @@ import torch
 import checkpoint_dataset as cd
 from cifar10 import held_out_split, load_cifar10
 from diffusion_model import build_diffusion
-from tinynn import clamp_running_var, prune_to
+from model_io import DIFFUSION_KIND, load_checkpoint
+from tinynn import FlatLayout, clamp_running_var, prune_to
 from tinynn_training import evaluate_flat
 from vae_diffusion import DiffusionSpace
 
 
-def load_generator(ckpt, device, vae_path=None):
-    """(DiffusionSpace, diffusion model) from a diffusion checkpoint dict, on `device`."""
+def load_generator(path, device, vae_path=None):
+    """(checkpoint dict, DiffusionSpace, diffusion model, FlatLayout of the networks) of the
+    train_diffusion.py checkpoint at `path`, on `device`."""
+    ckpt = load_checkpoint(path, DIFFUSION_KIND)
     space = DiffusionSpace.from_state_dict(ckpt["space"], vae_path)
     if space.vae is not None:
         space.vae.to(device)
-    return space, build_diffusion(ckpt).to(device)
+    return ckpt, space, build_diffusion(ckpt).to(device), FlatLayout.from_json(ckpt["space"]["standardizer"]["layout"])
 
 
 def finish(weights, layout, prune_share):

@@ -21,10 +21,9 @@ import torch
 from tqdm import tqdm
 
 from accuracy_guide import accuracy_guide, load_guide
-from cli import add_runtime_flags, run_main
+from cli import add_generator_flags, add_runtime_flags, run_main
 from generation import finish, load_generator, validation_check
-from model_io import DIFFUSION_KIND, load_checkpoint, pick_device, save_generated
-from tinynn import FlatLayout
+from model_io import pick_device, save_generated
 
 BN_HANDLING = ("generated: BatchNorm running statistics are part of the generated vector "
                "(negative running variances clamped at 0)")
@@ -75,12 +74,10 @@ def draw(space, diffusion, layout, args, device, check=None, guide=None):
 
 def main(args):
     device = pick_device(args.device)
-    ckpt = load_checkpoint(args.model_path, DIFFUSION_KIND)
+    ckpt, space, diffusion, layout = load_generator(args.model_path, device, args.vae_path)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model_path)),
                                    f"samples_{args.sampler}_{args.steps if args.sampler == 'ddim' else 'all'}"
                                    f"_seed{args.seed}")
-    space, diffusion = load_generator(ckpt, device, args.vae_path)
-    layout = FlatLayout.from_json(ckpt["space"]["standardizer"]["layout"])
     check = None
     if args.reject_below:
         check, n_images = validation_check(ckpt, layout, args, device)
@@ -98,8 +95,8 @@ def main(args):
     source = dict(model_path=os.path.abspath(args.model_path), space=ckpt["space"]["space"], sampler=args.sampler,
                   steps=args.steps if args.sampler == "ddim" else ckpt["diffusion_args"]["timesteps"], eta=args.eta,
                   temperature=args.temperature, guide=args.guide and os.path.abspath(args.guide),
-                  guide_scale=args.guide_scale if args.guide else None, seed=args.seed, prune_to=args.prune_to, seconds=round(seconds, 2),
-                  device=str(device),
+                  guide_scale=args.guide_scale if args.guide else None, seed=args.seed, prune_to=args.prune_to,
+                  seconds=round(seconds, 2), device=str(device),
                   vae=ckpt["space"]["vae"],
                   negative_running_var_clamped=clamped, rejection=rejection)
     save_generated(weights, layout, ckpt["tinynn"], out, source, ckpt["dataset"], BN_HANDLING)
@@ -110,9 +107,7 @@ def main(args):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_path", required=True, help="diffusion checkpoint written by train_diffusion.py")
-    p.add_argument("--vae_path", default=None,
-                   help="the VAE, if it moved since training (it must be the same file; default: the recorded path)")
+    add_generator_flags(p)
     p.add_argument("--num_models", type=int, default=100, help="networks to generate (default 100)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim", help="default ddim")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50; DDPM always uses all)")

@@ -19,10 +19,9 @@ import torch
 from tqdm import tqdm
 
 from accuracy_guide import AccuracyPredictor
-from cli import add_runtime_flags, run_main
+from cli import add_generator_flags, add_runtime_flags, run_main
 from generation import finish, load_generator, validation_check
-from model_io import DIFFUSION_KIND, GUIDE_KIND, load_checkpoint, pick_device, save_checkpoint, write_json
-from tinynn import FlatLayout
+from model_io import GUIDE_KIND, pick_device, save_checkpoint, write_json
 from vae_diffusion import file_fingerprint
 
 
@@ -64,9 +63,7 @@ def held_out_fit(model, x, y):
 
 def main(args):
     device = pick_device(args.device)
-    ckpt = load_checkpoint(args.model_path, DIFFUSION_KIND)
-    space, diffusion = load_generator(ckpt, device, args.vae_path)
-    layout = FlatLayout.from_json(ckpt["space"]["standardizer"]["layout"])
+    ckpt, space, diffusion, layout = load_generator(args.model_path, device, args.vae_path)
     check, n_images = validation_check(ckpt, layout, args, device)
     t0 = time.time()
     x, y, temps = labelled_vectors(space, diffusion, layout, check, args, device)
@@ -95,9 +92,7 @@ def main(args):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_path", required=True, help="diffusion checkpoint written by train_diffusion.py")
-    p.add_argument("--vae_path", default=None,
-                   help="the VAE, if it moved since training (it must be the same file; default: the recorded path)")
+    add_generator_flags(p)
     p.add_argument("--num_latents", type=int, default=150, help="vectors sampled at each temperature (default 150)")
     p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 1.5, 2.0],
                    help="sampling temperatures of the labelled vectors (default 1 1.5 2)")

@@ -99,7 +99,6 @@ def test_unknown_sampler_is_refused(trained):
         trained.sample(2, sampler="euler")
 
 
-
 def test_accuracy_guide_moves_samples_up_the_predictor(trained):
     """A predictor that favours large x[0]: guided DDIM moves every mode's samples that way (each
     step's x_0 is moved, which decides the sample in the last steps, so the modes keep their

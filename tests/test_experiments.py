@@ -115,7 +115,8 @@ def fresh(tmp_path_factory):
 def test_novelty_ablation_tabulates_every_variant_and_resumes(dataset, fresh, tmp_path):
     out = tmp_path / "ablation"
     args = ["-m", "experiments.novelty_ablation", "--datasets", dataset, "--fresh_dir", fresh, "--variants",
-            "default", "temperature1.5", "--add", "direct_eta1", "none", "--space weights --batch_size 32", "--eta 1 --reject_below 0.05",
+            "default", "temperature1.5", "--add", "direct_eta1", "none", "--space weights --batch_size 32",
+            "--eta 1 --reject_below 0.05",
             "--vae_epochs", "2",
             "--diffusion_epochs", "2", "--baseline_models", "0", "--vae_flags", TINY_VAE_FLAGS, "--out", out,
             *SMALL]
