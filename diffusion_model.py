@@ -4,6 +4,10 @@ the network is only the denoiser (the lucidrains/denoising-diffusion-pytorch spl
     diffusion = GaussianDiffusion(VectorDenoiser(dim), timesteps=1000, schedule="cosine")
     loss = diffusion.loss(x0)                  # MSE of the predicted x_0 (prediction="eps": of the noise)
     x = diffusion.sample(100, sampler="ddim", steps=50)          # or sampler="ddpm" (all T steps)
+
+A denoiser built with num_conditions=R is told a condition: a row of R weights over R classes
+(one-hot for a training run's vectors, a mixture of runs when sampling, all zeros for none), so
+one model learns both p(x | run) and p(x) (classifier-free guidance, Ho & Salimans 2022).
 """
 import math
 
@@ -59,14 +63,18 @@ class ResidualBlock(nn.Module):
 
 
 class VectorDenoiser(nn.Module):
-    """From a noisy vector and its timestep to the clean vector x_0 (or the noise, with
-    prediction="eps"): an MLP of residual blocks, each told the timestep."""
+    """From a noisy vector and its timestep (and, with num_conditions, its condition) to the clean
+    vector x_0 (or the noise, with prediction="eps"): an MLP of residual blocks, each told the
+    timestep plus the condition's embedding."""
 
     def __init__(self, dim, hidden=DIFFUSION_DEFAULTS["hidden"], depth=DIFFUSION_DEFAULTS["depth"],
-                 time_dim=DIFFUSION_DEFAULTS["time_dim"]):
+                 time_dim=DIFFUSION_DEFAULTS["time_dim"], num_conditions=0):
         super().__init__()
-        self.args = dict(dim=dim, hidden=hidden, depth=depth, time_dim=time_dim)
+        self.args = dict(dim=dim, hidden=hidden, depth=depth, time_dim=time_dim, num_conditions=num_conditions)
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, time_dim), nn.SiLU(), nn.Linear(time_dim, time_dim))
+        # Linear in the condition weights, no bias: a mixture of runs embeds as the mixture of their
+        # embeddings, and "no condition" (all zeros) as zero, the unconditional model.
+        self.condition = nn.Linear(num_conditions, time_dim, bias=False) if num_conditions else None
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(ResidualBlock(hidden, time_dim) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
@@ -74,8 +82,10 @@ class VectorDenoiser(nn.Module):
         nn.init.zeros_(self.out[-1].bias)
         self.time_dim = time_dim
 
-    def forward(self, x, t):
+    def forward(self, x, t, cond=None):
         temb = self.time_mlp(timestep_embedding(t, self.time_dim))
+        if cond is not None:
+            temb = temb + self.condition(cond)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, temb)
@@ -108,36 +118,49 @@ class GaussianDiffusion(nn.Module):
         """x_t given x_0: sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) noise."""
         return self.sqrt_alpha_bar[t, None] * x0 + self.sqrt_one_minus_alpha_bar[t, None] * noise
 
-    def loss(self, x0):
-        """MSE of the predicted noise (or x_0) at uniformly drawn timesteps."""
+    def loss(self, x0, cond=None):
+        """MSE of the predicted noise (or x_0) at uniformly drawn timesteps; `cond` [B, R]: the
+        vectors' conditions, for a conditioned denoiser."""
         t = torch.randint(0, self.timesteps, (x0.shape[0],), device=x0.device)
         noise = torch.randn_like(x0)
         target = noise if self.prediction == "eps" else x0
-        return F.mse_loss(self.denoiser(self.q_sample(x0, t, noise), t), target)
+        return F.mse_loss(self.denoiser(self.q_sample(x0, t, noise), t, cond), target)
 
     @torch.no_grad()
     def sample(self, n, sampler="ddim", steps=50, eta=0.0, generator=None, progress=None, temperature=1.0,
-               guide=None):
+               guide=None, cond=None, cfg_scale=1.0):
         """n vectors from the model. sampler="ddpm": ancestral sampling over all timesteps;
         "ddim": `steps` evenly spaced timesteps, deterministic for eta=0. `temperature` scales the
         initial noise and every noise draw of the sampler: above 1 the samples spread wider than
         the training data, below 1 they gather at its modes. `guide(x0)`, if given, moves every
-        step's predicted x_0 (towards what it favours) before the step is taken from it."""
+        step's predicted x_0 (towards what it favours) before the step is taken from it.
+        `cond` [n, R]: each sample's condition (a conditioned denoiser); cfg_scale w mixes the
+        conditional and unconditional predictions as uncond + w (cond - uncond): 1 is the
+        conditional model, above 1 pushes further towards the condition."""
         device = self.betas.device
         dim = self.denoiser.args["dim"]
         noise = lambda shape: temperature * torch.randn(shape, generator=generator, device=device)
         x = noise((n, dim))
+        denoise = self._conditioned(cond, cfg_scale)
         if sampler == "ddpm":
-            return self._ddpm(x, noise, progress, guide)
+            return self._ddpm(x, noise, progress, guide, denoise)
         if sampler == "ddim":
-            return self._ddim(x, steps, eta, noise, progress, guide)
+            return self._ddim(x, steps, eta, noise, progress, guide, denoise)
         raise ValueError(f"sampler must be 'ddpm' or 'ddim', not {sampler!r}")
 
-    def _predict(self, x, t, guide=None):
-        """(x_0, eps) predicted at timestep t, x_0 moved by `guide` and clipped to the data range
-        when one is set; eps is the noise that this x_0 implies."""
+    def _conditioned(self, cond, cfg_scale):
+        """denoise(x, t): the denoiser told `cond`, with classifier-free guidance of scale cfg_scale."""
+        if cond is None:
+            return self.denoiser
+        if cfg_scale == 1:
+            return lambda x, t: self.denoiser(x, t, cond)
+        return lambda x, t: torch.lerp(self.denoiser(x, t, torch.zeros_like(cond)), self.denoiser(x, t, cond), cfg_scale)
+
+    def _predict(self, x, t, guide, denoise):
+        """(x_0, eps) predicted by `denoise` at timestep t, x_0 moved by `guide` and clipped to the
+        data range when one is set; eps is the noise that this x_0 implies."""
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        out = self.denoiser(x, tt)
+        out = denoise(x, tt)
         x0 = out if self.prediction == "x0" else (x - self.sqrt_one_minus_alpha_bar[t] * out) / self.sqrt_alpha_bar[t]
         if guide is not None:
             x0 = guide(x0)
@@ -145,22 +168,22 @@ class GaussianDiffusion(nn.Module):
             x0 = x0.clamp(-self.clip_x0, self.clip_x0)
         return x0, (x - self.sqrt_alpha_bar[t] * x0) / self.sqrt_one_minus_alpha_bar[t]
 
-    def _ddpm(self, x, noise, progress, guide):
+    def _ddpm(self, x, noise, progress, guide, denoise):
         for t in _iterate(reversed(range(self.timesteps)), self.timesteps, progress):
-            x0, _ = self._predict(x, t, guide)
+            x0, _ = self._predict(x, t, guide, denoise)
             # Posterior mean of q(x_{t-1} | x_t, x_0), written with x_0.
             ab, ab_prev, beta = self.alpha_bar[t], self.alpha_bar_prev[t], self.betas[t]
             mean = (ab_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - ab_prev) * x) / (1 - ab)
             x = mean + self.posterior_var[t].sqrt() * noise(x.shape) if t > 0 else mean
         return x
 
-    def _ddim(self, x, steps, eta, noise, progress, guide):
+    def _ddim(self, x, steps, eta, noise, progress, guide, denoise):
         ts = torch.linspace(self.timesteps - 1, 0, steps).round().long().unique_consecutive().tolist()
         for i, t in enumerate(_iterate(ts, len(ts), progress)):
             prev = ts[i + 1] if i + 1 < len(ts) else -1
             ab = self.alpha_bar[t]
             ab_prev = self.alpha_bar[prev] if prev >= 0 else torch.ones((), device=x.device)
-            x0, eps = self._predict(x, t, guide)
+            x0, eps = self._predict(x, t, guide, denoise)
             sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
             x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps
             if eta > 0 and prev >= 0:
@@ -168,9 +191,32 @@ class GaussianDiffusion(nn.Module):
         return x
 
 
+def one_hot_conditions(labels, num_conditions, drop=0.0, generator=None):
+    """Training conditions [B, R] of integer labels [B]: one-hot rows, each set to "no condition"
+    (all zeros) with probability `drop`, so that the model also learns the unconditional p(x)."""
+    cond = F.one_hot(labels, num_conditions).float()
+    if drop:
+        keep = torch.rand(len(labels), generator=generator, device=labels.device) >= drop
+        cond = cond * keep[:, None]
+    return cond
+
+
+def mixed_conditions(n, num_conditions, k, generator=None):
+    """n sampling conditions [n, R], each a mixture of k distinct conditions drawn at random with
+    weights from a flat Dirichlet (k=1: one condition; k=0: none, all zeros)."""
+    cond = torch.zeros(n, num_conditions)
+    if k == 0:
+        return cond
+    if not 1 <= k <= num_conditions:
+        raise ValueError(f"cannot mix {k} of {num_conditions} conditions")
+    chosen = torch.stack([torch.randperm(num_conditions, generator=generator)[:k] for _ in range(n)])
+    weights = -torch.log(torch.rand(n, k, generator=generator).clamp(min=1e-12))  # Exp(1) draws, normalised:
+    return cond.scatter_(1, chosen, weights / weights.sum(1, keepdim=True))       # a flat Dirichlet
+
+
 # Denoisers by name (train_diffusion.py --denoiser; the name is recorded in the checkpoint). A
-# new one takes dim (the vector size) and its own keyword arguments, keeps them all in self.args,
-# and maps (x [B, dim], t [B]) to [B, dim].
+# new one takes dim (the vector size), num_conditions and its own keyword arguments, keeps them all
+# in self.args, and maps (x [B, dim], t [B], cond [B, num_conditions] or None) to [B, dim].
 DENOISERS = {"mlp": VectorDenoiser}
 
 

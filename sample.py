@@ -4,6 +4,7 @@
     python sample.py --model_path ... --sampler ddpm                 # all timesteps, ancestral
     python sample.py --model_path ... --vae_path other/vae.pt        # must be the VAE it was trained on
     python sample.py --model_path ... --temperature 1.5 --guide .../guide.pt    # wider, towards accuracy
+    python sample.py --model_path .../diffusion_run/diffusion.pt --mix_runs 2  # (train_diffusion.py --condition run)
 
 The diffusion checkpoint records everything needed, including which VAE it was trained on.
 Output folder (--out, default next to the model: samples_SAMPLER_STEPS_seedSEED/):
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from accuracy_guide import accuracy_guide, load_guide
 from cli import add_generator_flags, add_runtime_flags, run_main
+from diffusion_model import mixed_conditions
 from generation import finish, load_generator, validation_check
 from model_io import pick_device, save_generated
 
@@ -29,13 +31,18 @@ BN_HANDLING = ("generated: BatchNorm running statistics are part of the generate
                "(negative running variances clamped at 0)")
 
 
-def generate(space, diffusion, num_models, args, gen, guide=None):
+def generate(space, diffusion, num_models, args, gens, guide=None):
     """Flat TinyNN weights [num_models, n_params]: diffusion samples (--sampler, --steps, --eta,
-    --temperature of `args`; guided by `guide` if given) decoded into weights; the noise comes
-    from the torch.Generator `gen`."""
+    --temperature, --mix_runs, --cfg_scale of `args`; guided by `guide` if given) decoded into
+    weights; the noise comes from the torch.Generator gens[0], the mixtures of runs from gens[1]."""
     progress = None if args.quiet else (lambda it, total: tqdm(it, total=total, desc=args.sampler, unit="step"))
-    samples = diffusion.sample(num_models, sampler=args.sampler, steps=args.steps, eta=args.eta, generator=gen,
-                               progress=progress, temperature=args.temperature, guide=guide)
+    cond = None
+    if diffusion.denoiser.args.get("num_conditions"):
+        cond = mixed_conditions(num_models, diffusion.denoiser.args["num_conditions"], args.mix_runs, gens[1])
+        cond = cond.to(gens[0].device)
+    samples = diffusion.sample(num_models, sampler=args.sampler, steps=args.steps, eta=args.eta, generator=gens[0],
+                               progress=progress, temperature=args.temperature, guide=guide, cond=cond,
+                               cfg_scale=args.cfg_scale)
     return space.to_weights(samples)
 
 
@@ -43,15 +50,15 @@ def draw(space, diffusion, layout, args, device, check=None, guide=None):
     """(weights, clamped variances, rejection record or None). Without a check: num_models
     networks. With one: draws of num_models from the same noise stream until num_models pass
     --reject_below (the first draw is the networks sampled without rejection) or max_draws are spent."""
-    gen = torch.Generator(device=device).manual_seed(args.seed)
+    gens = (torch.Generator(device=device).manual_seed(args.seed), torch.Generator().manual_seed(args.seed))
     if check is None:
-        weights = generate(space, diffusion, args.num_models, args, gen, guide)
+        weights = generate(space, diffusion, args.num_models, args, gens, guide)
         return weights, finish(weights, layout, args.prune_to), None
     max_draws = args.max_draws or 10 * args.num_models
     kept, clamped, drawn, check_seconds = [], 0, 0, 0.0
     while sum(map(len, kept)) < args.num_models and drawn < max_draws:
         n = min(args.num_models, max_draws - drawn)
-        weights = generate(space, diffusion, n, args, gen, guide)
+        weights = generate(space, diffusion, n, args, gens, guide)
         clamped += finish(weights, layout, args.prune_to)
         t0 = time.time()
         acc = check(weights)
@@ -72,9 +79,20 @@ def draw(space, diffusion, layout, args, device, check=None, guide=None):
     return weights, clamped, record
 
 
+def check_condition_flags(ckpt, args):
+    """--mix_runs and --cfg_scale ask for a model trained with --condition run: one line otherwise."""
+    runs = len(ckpt.get("condition", {}).get("classes", []))
+    if not runs and (args.mix_runs or args.cfg_scale != 1):
+        sys.exit(f"error: {args.model_path} was trained without --condition run; --mix_runs and --cfg_scale "
+                 f"need a run-conditioned model")
+    if args.mix_runs > runs:
+        sys.exit(f"error: --mix_runs {args.mix_runs}, but the model knows {runs} runs")
+
+
 def main(args):
     device = pick_device(args.device)
     ckpt, space, diffusion, layout = load_generator(args.model_path, device, args.vae_path)
+    check_condition_flags(ckpt, args)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model_path)),
                                    f"samples_{args.sampler}_{args.steps if args.sampler == 'ddim' else 'all'}"
                                    f"_seed{args.seed}")
@@ -95,7 +113,9 @@ def main(args):
     source = dict(model_path=os.path.abspath(args.model_path), space=ckpt["space"]["space"], sampler=args.sampler,
                   steps=args.steps if args.sampler == "ddim" else ckpt["diffusion_args"]["timesteps"], eta=args.eta,
                   temperature=args.temperature, guide=args.guide and os.path.abspath(args.guide),
-                  guide_scale=args.guide_scale if args.guide else None, seed=args.seed, prune_to=args.prune_to,
+                  guide_scale=args.guide_scale if args.guide else None,
+                  condition=ckpt.get("condition", {}).get("kind", "none"), mix_runs=args.mix_runs,
+                  cfg_scale=args.cfg_scale, seed=args.seed, prune_to=args.prune_to,
                   seconds=round(seconds, 2), device=str(device),
                   vae=ckpt["space"]["vae"],
                   negative_running_var_clamped=clamped, rejection=rejection)
@@ -121,6 +141,13 @@ def parse_args(argv=None):
     p.add_argument("--guide_scale", type=float, default=1.0,
                    help="with --guide: the size of that step, in the diffusion space's units per unit of accuracy "
                         "(default 1)")
+    p.add_argument("--mix_runs", type=int, default=0,
+                   help="a model trained with --condition run: condition each network on a mixture of this many "
+                        "training runs chosen at random, with flat-Dirichlet weights (1: one run; default 0: no "
+                        "condition, the unconditional model)")
+    p.add_argument("--cfg_scale", type=float, default=1.0,
+                   help="classifier-free guidance towards the --mix_runs condition: prediction = unconditional + "
+                        "S x (conditional - unconditional); 1 is the conditional model (default 1)")
     p.add_argument("--prune_to", type=float, default=0.0,
                    help="zero this share of the smallest weights of every conv and linear layer of each generated "
                         "network (magnitude pruning; default 0: as generated)")

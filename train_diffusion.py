@@ -3,12 +3,15 @@
     python train_diffusion.py --checkpoint_dir Toy_CNN --batch_size 8 --epochs 1000
     python train_diffusion.py --checkpoint_dir Toy_CNN --space weights          # direct weight diffusion
     python train_diffusion.py --checkpoint_dir Toy_CNN --resume                  # after an interruption
+    python train_diffusion.py --checkpoint_dir Toy_CNN --condition run           # p(x | run) and p(x)
 
 --space latent (the default) encodes the dataset with the VAE (--vae_path, default
 checkpoints/NAME/vae/vae.pt), using the same alignment and split the VAE was trained with;
 latents are cached and standardised per dimension. --space weights diffuses the standardised
-flat weights themselves. Outputs, in checkpoints/NAME/RUN_NAME/: diffusion.pt (EMA weights,
-optimizer, the VAE it depends on, everything sample.py needs), log.jsonl, loss.png.
+flat weights themselves. --condition run tells the denoiser which training run each vector
+comes from (dropped with probability --cond_drop, so the same model is also unconditional);
+sample.py --mix_runs then conditions on mixtures of runs. Outputs, in checkpoints/NAME/RUN_NAME/:
+diffusion.pt (EMA weights, optimizer, the VAE it depends on, everything sample.py needs), log.jsonl, loss.png.
 """
 import argparse
 import os
@@ -18,7 +21,7 @@ import torch
 
 import checkpoint_dataset as cd
 from cli import add_align_flag, add_runtime_flags, run_main
-from diffusion_model import DENOISERS, DIFFUSION_DEFAULTS, SPACE_DEFAULTS, GaussianDiffusion
+from diffusion_model import DENOISERS, DIFFUSION_DEFAULTS, SPACE_DEFAULTS, GaussianDiffusion, one_hot_conditions
 from model_io import DIFFUSION_KIND, pick_device, save_checkpoint
 from training_utils import (EMA, batches_per_epoch, descend, resume, reuse_freed_memory, run_epochs, steps_summary,
                             training_state, write_log)
@@ -36,6 +39,13 @@ def training_space(args, folder):
     ds = WeightDataset.from_description(vae[2]["dataset"], folder, args.data_dir)
     return (ds, *DiffusionSpace.for_training("latent", ds, args.vae_path, vae, cache_dir=os.path.join(
         folder, args.run_name)))
+
+
+def run_labels(ds, device):
+    """(label of each training vector: the index of its run, the run ids in label order)."""
+    runs = [r["run"] for r in ds.train_records]
+    classes = sorted(set(runs))
+    return torch.tensor([classes.index(r) for r in runs], device=device), classes
 
 
 def plot_loss(history, path):
@@ -62,11 +72,14 @@ def main(args):
     out = os.path.join(folder, args.run_name)
     ds, space, data = training_space(args, folder)
     data = data.to(device)
+    labels, classes = run_labels(ds, device) if args.condition == "run" else (None, [])
     print(f"{folder}: {len(data)} training vectors of {data.shape[1]} numbers ({args.space} space); "
-          f"{steps_summary(len(data), args.batch_size, args.epochs)}; device {device}")
+          f"{steps_summary(len(data), args.batch_size, args.epochs)}; device {device}"
+          + (f"; conditioned on {len(classes)} runs" if classes else ""))
 
     torch.manual_seed(args.seed)  # after the data, whose caches (alignment, latents) may or may not be there
-    denoiser = DENOISERS[args.denoiser](data.shape[1], args.hidden, args.depth, args.time_dim)
+    denoiser = DENOISERS[args.denoiser](data.shape[1], args.hidden, args.depth, args.time_dim,
+                                        num_conditions=len(classes))
     # Sampling keeps predicted x_0 inside the training data's range (see GaussianDiffusion).
     diffusion = GaussianDiffusion(denoiser, args.timesteps, args.schedule, clip_x0=data.abs().max().item(),
                                   prediction=args.prediction).to(device)
@@ -85,7 +98,9 @@ def main(args):
         order = torch.randperm(len(data), generator=gen, device=device)
         total = torch.zeros((), device=device)
         for i in range(0, len(order), args.batch_size):
-            loss = diffusion.loss(data[order[i:i + args.batch_size]])
+            batch = order[i:i + args.batch_size]
+            cond = one_hot_conditions(labels[batch], len(classes), args.cond_drop, gen) if classes else None
+            loss = diffusion.loss(data[batch], cond)
             descend(loss, denoiser, opt, ema)
             total += loss.detach()
         return dict(epoch=epoch + 1, loss=total.item() / batches_per_epoch(len(order), args.batch_size),
@@ -94,6 +109,7 @@ def main(args):
     def save():
         save_checkpoint(dict(kind=DIFFUSION_KIND, denoiser=args.denoiser, denoiser_args=denoiser.args,
                              diffusion_args=diffusion_args(diffusion), space=space.state_dict(),
+                             condition=dict(kind=args.condition, classes=classes, drop=args.cond_drop),
                              tinynn=ds.tinynn_config, dataset=ds.description, config=vars(args),
                              **training_state(denoiser, ema, opt, history)), path)
         write_log(history, os.path.join(out, "log.jsonl"))
@@ -134,6 +150,12 @@ def parse_args(argv=None):
     p.add_argument("--time_dim", type=int, default=d["time_dim"], help=f"timestep embedding size (default {d['time_dim']})")
     p.add_argument("--prediction", choices=["eps", "x0"], default=d["prediction"],
                    help=f"what the denoiser predicts: the clean vector or the noise (default {d['prediction']})")
+    p.add_argument("--condition", choices=["none", "run"], default="none",
+                   help="run: tell the denoiser each vector's training run, so that sampling can ask for a run "
+                        "or a mixture of runs (sample.py --mix_runs; default none)")
+    p.add_argument("--cond_drop", type=float, default=0.1,
+                   help="with --condition run: share of training vectors shown without their run, so the same "
+                        "model also learns the unconditional distribution (default 0.1)")
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the kept weights (default 0.999)")
     add_align_flag(p, where="--space weights: ")
     p.add_argument("--save_every", type=int, default=10, help="epochs between checkpoint saves (default 10)")

@@ -37,6 +37,9 @@ VARIANTS = {
     "ddim_eta1": ("", "", "--eta 1"),
     "temperature0.5": ("", "", "--temperature 0.5"),
     "temperature1.5": ("", "", "--temperature 1.5"),
+    "run_mix1": ("", "--condition run", "--mix_runs 1"),
+    "run_mix2": ("", "--condition run", "--mix_runs 2"),
+    "run_mix2_cfg2": ("", "--condition run", "--mix_runs 2 --cfg_scale 2"),
 }
 __doc__ += "; ".join(f"{k}: {v[0] if v[0] is not None else '(no VAE)'} | {v[1]} | {v[2]}"
                      for k, v in VARIANTS.items()) + "."
@@ -46,13 +49,14 @@ def build(dataset, name, flags, args):
     """VAE, diffusion, samples and report of one variant on one dataset; returns the report path."""
     vae_flags, diffusion_flags, sample_flags = flags
     folder = cd.dataset_folder(dataset)
-    # A variant of sample.py's flags alone shares one diffusion model, so that it compares samplers
-    # of the same model rather than two trainings.
-    diffusion_run = f"diffusion_{name}" if vae_flags or diffusion_flags else "diffusion"
+    # Variants that differ in sample.py's flags alone share one diffusion model (named after the
+    # first of them), so that they compare samplers of the same model rather than two trainings.
+    first = args.first_with[(vae_flags, diffusion_flags)]
+    diffusion_run = f"diffusion_{first}" if vae_flags or diffusion_flags else "diffusion"
     diffusion = ["train_diffusion.py", "--checkpoint_dir", dataset, "--run_name", diffusion_run,
                  "--epochs", args.diffusion_epochs, "--quiet", *shlex.split(diffusion_flags)]
     if vae_flags is not None:
-        vae_run = f"vae_{name}" if vae_flags else "vae"  # no VAE flags: the dataset's own VAE, shared
+        vae_run = f"vae_{args.first_with[vae_flags]}" if vae_flags else "vae"  # none: the dataset's own VAE
         run_step(["train_vae.py", "--checkpoint_dir", dataset, "--run_name", vae_run, "--epochs", args.vae_epochs,
                   "--final_models", 20, "--test_images", args.test_images, "--quiet", *args.vae_flags,
                   *shlex.split(vae_flags), *runtime_argv(args)],
@@ -78,6 +82,10 @@ def main(args):
     variants.update({name: (None if vae == "none" else vae, diffusion, sample) for name, vae, diffusion, sample
                      in args.add or []})
     args.variant_names = list(variants)
+    args.first_with = {}  # VAE flags, and (VAE, diffusion) flags -> the first variant with them
+    for name, (vae, diffusion, _) in variants.items():
+        args.first_with.setdefault(vae, name)
+        args.first_with.setdefault((vae, diffusion), name)
     per_dataset = {}
     for dataset in args.datasets:
         per_dataset[dataset] = []
