@@ -8,7 +8,7 @@ import torch
 
 from cifar10 import standardize
 from conftest import DATA_DIR, TEST_IMAGES, private_copy, run_script
-from model_io import load_checkpoint
+from model_io import DIFFUSION_KIND, load_checkpoint
 from tinynn import TinyNN
 
 VAE = ["--hidden", "32", "--latent_dim", "4", "--batch_size", "2", "--epochs", "3", "--eval_every", "3",
@@ -153,3 +153,27 @@ def test_guide_belongs_to_its_diffusion_model_and_steers_sampling(pipeline, tmp_
     out = run_script("sample.py", *common, "--model_path", pipeline / "diffusion_weights" / "diffusion.pt",
                      "--guide", guide, "--out", tmp_path / "wrong", check=False)
     assert out.returncode != 0 and "fitted to another diffusion model" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_run_conditioned_model_samples_mixtures_and_an_unconditioned_one_refuses(pipeline, tmp_path):
+    run_script("train_diffusion.py", "--checkpoint_dir", pipeline, "--run_name", "diffusion_cond", "--condition", "run",
+               *DIFF)
+    model = pipeline / "diffusion_cond" / "diffusion.pt"
+    condition = load_checkpoint(str(model), DIFFUSION_KIND)["condition"]
+    runs = condition["classes"]  # the runs of the training split, in label order
+    assert condition["kind"] == "run" and condition["drop"] == 0.1 and len(runs) >= 2
+    assert set(runs) <= {r["run"] for r in json.load(open(pipeline / "manifest.json"))["runs"]}
+    common = ["--num_models", "3", "--steps", "5", "--quiet", "--device", "cpu"]
+    run_script("sample.py", "--model_path", model, *common, "--mix_runs", "2", "--cfg_scale", "2",
+               "--out", tmp_path / "mixed")
+    run_script("sample.py", "--model_path", model, *common, "--out", tmp_path / "unconditional")
+    mixed, plain = (load_checkpoint(str(tmp_path / g / "generated.pt"), "generated-tinynns")
+                    for g in ("mixed", "unconditional"))
+    assert mixed["source"]["condition"] == "run" and mixed["source"]["mix_runs"] == 2
+    assert mixed["source"]["cfg_scale"] == 2 and plain["source"]["mix_runs"] == 0
+    assert not torch.equal(mixed["weights"], plain["weights"]) and torch.isfinite(mixed["weights"]).all()
+    for flags, message in ((["--model_path", pipeline / "diffusion_latent" / "diffusion.pt", "--mix_runs", "1"],
+                            "trained without --condition run"),
+                           (["--model_path", model, "--mix_runs", str(len(runs) + 1)], f"knows {len(runs)} runs")):
+        out = run_script("sample.py", *flags, *common, "--out", tmp_path / "wrong", check=False)
+        assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr
