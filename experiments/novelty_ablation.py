@@ -64,7 +64,8 @@ def build(dataset, name, flags, args):
         diffusion += ["--vae_path", os.path.join(folder, vae_run, "vae.pt")]
     model = os.path.join(folder, diffusion_run, "diffusion.pt")
     run_step(diffusion + runtime_argv(args, data=False), skip_if=os.path.join(os.path.dirname(model), "loss.png"))
-    out = os.path.join(os.path.dirname(model), f"samples_{name}")
+    # The seed is in the name: another --sample_seed must draw new networks, not find the old ones.
+    out = os.path.join(os.path.dirname(model), f"samples_{name}_seed{args.sample_seed}")
     run_step(["sample.py", "--model_path", model, "--num_models", args.num_models, "--sampler", "ddim", "--steps", 50,
               "--seed", args.sample_seed, "--out", out, "--quiet", *shlex.split(sample_flags),
               *runtime_argv(args)],  # the data, for a variant that rejects on the validation images

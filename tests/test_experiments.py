@@ -130,15 +130,28 @@ def test_novelty_ablation_tabulates_every_variant_and_resumes(dataset, fresh, tm
     assert rows[1]["n"] == 8 and (out / "novelty_ablation.png").stat().st_size > 0
     # default has no VAE flags: the dataset's own VAE; direct diffusion needs none
     assert (dataset / "vae" / "vae.pt").exists() and not [p for p in dataset.iterdir() if p.name.startswith("vae_")]
-    source = json.load(open(dataset / "diffusion_direct_eta1" / "samples_direct_eta1" / "report.json"))["source"]
+    source = json.load(open(dataset / "diffusion_direct_eta1" / "samples_direct_eta1_seed0" / "report.json"))["source"]
     assert source["eta"] == 1 and source["rejection"]["reject_below"] == 0.05  # sample.py was given the data
     # sample.py's flags alone: one diffusion model, sampled twice
-    shared = [json.load(open(dataset / "diffusion" / f"samples_{v}" / "report.json"))["source"]
+    shared = [json.load(open(dataset / "diffusion" / f"samples_{v}_seed0" / "report.json"))["source"]
               for v in ("default", "temperature1.5")]
     assert [s["temperature"] for s in shared] == [1.0, 1.5] and shared[0]["model_path"] == shared[1]["model_path"]
     assert not (dataset / "diffusion_temperature1.5").exists()
     again = run_script(*args)
     assert "$ python" not in again.stdout and json.load(open(out / "novelty_ablation.json")) == rows
+
+
+def test_novelty_ablation_variants_of_one_conditioned_model_share_its_training(dataset, fresh, tmp_path):
+    run_script("-m", "experiments.novelty_ablation", "--datasets", dataset, "--fresh_dir", fresh, "--variants",
+               "run_mix1", "run_mix2", "--vae_epochs", "2", "--diffusion_epochs", "2", "--baseline_models", "0",
+               "--vae_flags", TINY_VAE_FLAGS, "--sample_seed", "1", "--out", tmp_path / "ablation", *SMALL)
+    rows = json.load(open(tmp_path / "ablation" / "novelty_ablation.json"))
+    assert [r["models"] for r in rows[2:]] == ["generated: run_mix1", "generated: run_mix2"]
+    sources = [json.load(open(dataset / "diffusion_run_mix1" / f"samples_{v}_seed1" / "report.json"))["source"]
+               for v in ("run_mix1", "run_mix2")]
+    assert [s["mix_runs"] for s in sources] == [1, 2] and {s["condition"] for s in sources} == {"run"}
+    assert {s["seed"] for s in sources} == {1}
+    assert not (dataset / "diffusion_run_mix2").exists()
 
 
 def test_midpoints_at_alpha_0_are_the_first_checkpoints(dataset, fresh, cifar):
