@@ -24,25 +24,37 @@ def averages(z_train, n, gen, k):
     return z_train[picks].mean(1)
 
 
+def run_averages(z_train, n, gen, runs):
+    """The mean of all of one training run's checkpoints (`runs`: the run of each row), the runs
+    taken in turn from a random order: weight averaging along a trajectory (SWA, Izmailov et al.
+    2018), the cheapest way to one smoothed network per run, which is what the generators make."""
+    runs = torch.as_tensor(runs)
+    ids = runs.unique()
+    means = torch.stack([z_train[runs == r].mean(0) for r in ids.tolist()])
+    order = torch.randperm(len(ids), generator=gen)
+    return means[order[torch.arange(n) % len(ids)]]
+
+
 def gaussian_fit(z_train, n, gen):
     """Independent Gaussians per coordinate, with the training checkpoints' mean and std."""
     mean, std = z_train.mean(0), z_train.std(0)
     return mean + std * torch.randn(n, z_train.shape[1], generator=gen)
 
 
-def baselines(average_k):
-    """{name: draw(z_train, n, gen) -> z-space vectors [n, n_params]}, in report order. A new
-    baseline is one function above and one entry here."""
+def baselines(average_k, runs):
+    """{name: draw(z_train, n, gen) -> z-space vectors [n, n_params]}, in report order (`runs`:
+    the training run of each row of z_train). A new baseline is one function above and one entry here."""
     out = {f"train + noise {s}": partial(noisy_copies, scale=s) for s in NOISE_SCALES}
     out[f"average of {average_k}"] = partial(averages, k=average_k)
+    out["run average"] = partial(run_averages, runs=runs)
     out["per-coordinate Gaussian"] = gaussian_fit
     return out
 
 
-def all_baselines(z_train, n, k, seed):
+def all_baselines(z_train, runs, n, k, seed):
     """{name: z-space vectors [n, n_params]} for every baseline, drawn in turn from one generator."""
     gen = torch.Generator().manual_seed(seed)
-    return {name: draw(z_train, n, gen) for name, draw in baselines(k).items()}
+    return {name: draw(z_train, n, gen) for name, draw in baselines(k, runs).items()}
 
 
 def rms_distances(a, b):

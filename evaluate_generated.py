@@ -12,7 +12,7 @@ says fewer) it evaluates every generated network,
 --fresh_models checkpoints of --fresh_dir (a dataset made by Gen_Diffusion_Dataset.py with the
 same recipe and another --seed: runs the generator never saw), and --baseline_models of each
 baseline (training weights plus Gaussian noise at three scales, the average of --average_k
-aligned checkpoints, a per-coordinate Gaussian fit).
+aligned checkpoints, the average of all of one run's checkpoints, a per-coordinate Gaussian fit).
 
 For every group:
 - accuracy, and distance to the nearest training checkpoint (aligned, standardised weights; RMS
@@ -115,7 +115,8 @@ def model_groups(generated, ds, args):
         pick = torch.randperm(len(z), generator=gen)[:args.fresh_models]
         groups[FRESH], runs[FRESH] = z[pick], [records[i]["run"] for i in pick.tolist()]
     if args.baseline_models:
-        groups.update(all_baselines(ds.train, args.baseline_models, args.average_k, args.seed))
+        groups.update(all_baselines(ds.train, [r["run"] for r in ds.train_records], args.baseline_models,
+                                    args.average_k, args.seed))
     return groups, runs, rows
 
 

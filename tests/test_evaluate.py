@@ -55,7 +55,7 @@ def test_training_checkpoints_as_generated_reproduce_their_accuracy_and_zero_dis
     assert report["per_model"]["generated"]["nearest_run"] == [r["run"] for r in ds.train_records[:3]]
     # --train_models 100 samples every training checkpoint, so each "generated" one meets itself.
     assert report["summary"]["generated"]["max_error_overlap"]["min"] == pytest.approx(1.0)
-    assert {"train + noise 0.01", "average of 5", "per-coordinate Gaussian"} <= set(report["summary"])
+    assert {"train + noise 0.01", "average of 5", "run average", "per-coordinate Gaussian"} <= set(report["summary"])
     # The bar: copies of training networks are never new; fresh networks set it.
     assert report["summary"]["generated"]["new"] == 0.0 and report["new_bar"] < 1.0
     fresh_overlaps = report["per_model"]["fresh seeds"]["max_error_overlap"]
@@ -183,11 +183,17 @@ def test_the_training_sample_takes_every_run_before_a_second_checkpoint_of_any()
 
 def test_baselines_have_the_asked_shapes_and_spreads():
     z = torch.randn(50, 20, generator=torch.Generator().manual_seed(0))
-    b = all_baselines(z, 30, 5, seed=1)
+    runs = [i % 4 for i in range(50)]  # 4 runs of 12-13 checkpoints
+    b = all_baselines(z, runs, 30, 5, seed=1)
     assert all(v.shape == (30, 20) for v in b.values())
     # Noise of 0.01 stays next to a training vector; the averages are smoother than the data.
     assert nearest(b["train + noise 0.01"], z)[0].max() < 0.02
     assert b["average of 5"].std() < z.std() * 0.6
+    # The run average: each network is the mean of one whole run, the 4 runs in turn.
+    means = torch.stack([z[r::4].mean(0) for r in range(4)])
+    which = [int(torch.cdist(v[None], means).argmin()) for v in b["run average"]]
+    assert torch.allclose(b["run average"], means[which]) and sorted(which[:4]) == [0, 1, 2, 3]
+    assert which[4:8] == which[:4]
 
 
 def test_the_new_network_bar_on_hand_made_predictions():
