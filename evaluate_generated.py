@@ -107,16 +107,16 @@ def model_groups(generated, ds, args):
     """({group: z-space weights}, {group: run of each network} for training and fresh networks,
     rows of the training sample in ds.train)."""
     gen = torch.Generator().manual_seed(args.seed)
-    rows = training_sample([r["run"] for r in ds.train_records], args.train_models, gen)
+    train_runs = [r["run"] for r in ds.train_records]
+    rows = training_sample(train_runs, args.train_models, gen)
     groups = {"generated": ds.standardizer.standardize(generated), TRAIN: ds.train[rows]}
-    runs = {TRAIN: [ds.train_records[i]["run"] for i in rows.tolist()]}
+    runs = {TRAIN: [train_runs[i] for i in rows.tolist()]}
     if args.fresh_dir:
         z, records = ds.other_dataset(cd.dataset_folder(args.fresh_dir))
         pick = torch.randperm(len(z), generator=gen)[:args.fresh_models]
         groups[FRESH], runs[FRESH] = z[pick], [records[i]["run"] for i in pick.tolist()]
     if args.baseline_models:
-        groups.update(all_baselines(ds.train, [r["run"] for r in ds.train_records], args.baseline_models,
-                                    args.average_k, args.seed))
+        groups.update(all_baselines(ds.train, train_runs, args.baseline_models, args.average_k, args.seed))
     return groups, runs, rows
 
 
