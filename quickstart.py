@@ -70,7 +70,8 @@ def main(args):
                  "--eval_every", args.vae_eval_every, "--final_models", args.vae_final_models,
                  "--test_images", args.test_images, *args.vae_flags, *common],
                 os.path.join(folder, "vae", "final.json")),
-        "diffusion": (["train_diffusion.py", "--checkpoint_dir", args.name, "--epochs", args.diffusion_epochs, *device],
+        "diffusion": (["train_diffusion.py", "--checkpoint_dir", args.name, "--epochs", args.diffusion_epochs,
+                       *args.diffusion_flags, *device],
                       os.path.join(folder, "diffusion_latent", "loss.png")),
         "sampling": (["sample.py", "--model_path", diffusion, "--num_models", args.num_models, "--sampler", "ddim",
                       "--steps", 50, "--out", samples, *device], None),
@@ -112,6 +113,7 @@ def parse_args(argv=None):
     add_runtime_flags(p, seed=False, quiet=False)
     add_more_flags(p, "dataset", "Gen_Diffusion_Dataset.py", "--train_size 2000 --workers 2")
     add_more_flags(p, "vae", "train_vae.py", "--hidden 64")
+    add_more_flags(p, "diffusion", "train_diffusion.py", "--compile")
     args = p.parse_args(argv)
     for key, value in presets[args.preset].items():  # a size flag overrides its preset
         if getattr(args, key) is None:

@@ -4,6 +4,7 @@
     python train_diffusion.py --checkpoint_dir Toy_CNN --space weights          # direct weight diffusion
     python train_diffusion.py --checkpoint_dir Toy_CNN --resume                  # after an interruption
     python train_diffusion.py --checkpoint_dir Toy_CNN --condition run           # p(x | run) and p(x)
+    python train_diffusion.py --checkpoint_dir Toy_CNN --device cuda --compile   # CUDA graphs on a GPU
 
 --space latent (the default) encodes the dataset with the VAE (--vae_path, default
 checkpoints/NAME/vae/vae.pt), using the same alignment and split the VAE was trained with;
@@ -23,8 +24,8 @@ import checkpoint_dataset as cd
 from cli import add_align_flag, add_runtime_flags, run_main
 from diffusion_model import DENOISERS, DIFFUSION_DEFAULTS, SPACE_DEFAULTS, GaussianDiffusion, one_hot_conditions
 from model_io import DIFFUSION_KIND, pick_device, save_checkpoint
-from training_utils import (EMA, batches_per_epoch, descend, resume, reuse_freed_memory, run_epochs, steps_summary,
-                            training_state, write_log)
+from training_utils import (EMA, batches_per_epoch, compiled, descend, resume, reuse_freed_memory, run_epochs,
+                            steps_summary, training_state, write_log)
 from vae_diffusion import DiffusionSpace
 from vae_model import load_vae
 from weight_dataset import WeightDataset
@@ -84,6 +85,7 @@ def main(args):
     diffusion = GaussianDiffusion(denoiser, args.timesteps, args.schedule, clip_x0=data.abs().max().item(),
                                   prediction=args.prediction).to(device)
     opt = torch.optim.AdamW(denoiser.parameters(), lr=args.lr, weight_decay=0.0, fused=True)  # ~2x faster steps on CPU
+    loss_fn = compiled(diffusion.loss, device) if args.compile else diffusion.loss
     ema = EMA(denoiser, args.ema)
     path = os.path.join(out, "diffusion.pt")
     history = []
@@ -100,7 +102,7 @@ def main(args):
         for i in range(0, len(order), args.batch_size):
             batch = order[i:i + args.batch_size]
             cond = one_hot_conditions(labels[batch], len(classes), args.cond_drop, gen) if classes else None
-            loss = diffusion.loss(data[batch], cond)
+            loss = loss_fn(data[batch], cond)
             descend(loss, denoiser, opt, ema)
             total += loss.detach()
         return dict(epoch=epoch + 1, loss=total.item() / batches_per_epoch(len(order), args.batch_size),
@@ -159,6 +161,10 @@ def parse_args(argv=None):
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the kept weights (default 0.999)")
     add_align_flag(p, where="--space weights: ")
     p.add_argument("--save_every", type=int, default=10, help="epochs between checkpoint saves (default 10)")
+    p.add_argument("--compile", action="store_true",
+                   help="the loss and its backward through torch.compile, with CUDA graphs on a GPU, where the "
+                        "default small steps are bound by kernel launches (benchmarks/diffusion_step.py); the same "
+                        "training up to float rounding and random draws, after a compile of up to a minute")
     p.add_argument("--resume", action="store_true", help="continue from RUN_NAME/diffusion.pt")
     add_runtime_flags(p, seed_help="seed of initialisation, shuffling and noise (default 0)")
     return p.parse_args(argv)

@@ -28,6 +28,14 @@ def reuse_freed_memory():
     return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1))
 
 
+def compiled(fn, device):
+    """`fn` through torch.compile. On a GPU with CUDA graphs (mode reduce-overhead): a small
+    model's step is dozens of short kernels, and replaying them as one graph removes the launch
+    cost that bounds it. On the CPU, inductor's kernels, which were no faster there
+    (benchmarks/diffusion_step.py). The first calls compile (seconds to a minute)."""
+    return torch.compile(fn, mode="reduce-overhead" if device.type == "cuda" else "default")
+
+
 class EMA:
     """Exponential moving average of a model's parameters and buffers."""
 

@@ -5,8 +5,8 @@ timed part by part and set against this machine's floors, in one run:
   reading two copies and writing one) over the copy bandwidth measured here;
 - compute floor: 6 FLOP per parameter per vector (forward + backward) over the matmul rate
   measured here at the step's shapes;
-- with --compile, the same step with the denoiser and the optimizer step through
-  torch.compile (CUDA graphs on a GPU: mode reduce-overhead).
+- with --compile, the same step with the loss and its backward through torch.compile, as
+  train_diffusion.py --compile runs it (CUDA graphs on a GPU: mode reduce-overhead).
 
     python -m benchmarks.diffusion_step
     python -m benchmarks.diffusion_step --device cuda --compile
@@ -19,22 +19,20 @@ import torch
 from benchmarks.timing import ARRAYS_MOVED, floors, timed_ms
 from diffusion_model import DENOISERS, GaussianDiffusion
 from model_io import pick_device
-from training_utils import EMA, descend
+from training_utils import EMA, compiled, descend, reuse_freed_memory
 
 
-def trainer(args, device, compile_mode=None):
+def trainer(args, device):
     torch.manual_seed(0)
     denoiser = DENOISERS["mlp"](args.dim).to(device)  # the constructor's defaults are train_diffusion.py's
-    net = torch.compile(denoiser, mode=compile_mode) if compile_mode else denoiser
-    diffusion = GaussianDiffusion(net, clip_x0=4.0).to(device)
+    diffusion = GaussianDiffusion(denoiser, clip_x0=4.0).to(device)
     opt = torch.optim.AdamW(denoiser.parameters(), lr=1e-4, weight_decay=0.0, fused=True)
-    if compile_mode:
-        opt.step = torch.compile(opt.step, mode=compile_mode)
     return denoiser, diffusion, opt, EMA(denoiser, 0.999)
 
 
 def main(args):
     device = pick_device(args.device)
+    reuse_freed_memory()  # as train_diffusion.py does
     denoiser, diffusion, opt, ema = trainer(args, device)
     batch = torch.randn(args.batch_size, args.dim, device=device)
     n_params = sum(p.numel() for p in denoiser.parameters())
@@ -55,13 +53,15 @@ def main(args):
           f"compute {compute:.3f} ms ({6 * n_params * args.batch_size / 1e6:.0f} MFLOP at {gflops:.1f} GFLOP/s)")
     print(f"step / (memory + compute floor): {times['step'] / (memory + compute):.2f}")
     if args.compile:
-        mode = "reduce-overhead" if device.type == "cuda" else None
-        denoiser, diffusion, opt, ema = trainer(args, device, mode)
+        denoiser, diffusion, opt, ema = trainer(args, device)
+        loss = compiled(diffusion.loss, device)
         t0 = time.perf_counter()
-        descend(diffusion.loss(batch), denoiser, opt, ema)
-        print(f"torch.compile ({mode or 'default mode'}): first step {time.perf_counter() - t0:.1f} s")
-        compiled = timed_ms(lambda: descend(diffusion.loss(batch), denoiser, opt, ema), device, args.steps)
-        print(f"  compiled step      {compiled:8.3f} ms  (eager / compiled: {times['step'] / compiled:.2f})")
+        descend(loss(batch), denoiser, opt, ema)
+        print(f"torch.compile: first step {time.perf_counter() - t0:.1f} s")
+        compiled_ms = timed_ms(lambda: descend(loss(batch), denoiser, opt, ema), device, args.steps)
+        eager_ms = timed_ms(parts["step"], device, args.steps)  # again, beside it: this CPU's speed drifts
+        print(f"  compiled step      {compiled_ms:8.3f} ms  (eager step again {eager_ms:.3f} ms; "
+              f"eager / compiled: {eager_ms / compiled_ms:.2f})")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """What both trainers share: Ctrl-C saves a checkpoint that --resume continues without repeating
-an epoch; freed memory kept for reuse where the C library allows it."""
+an epoch; freed memory kept for reuse where the C library allows it. And the diffusion trainer's
+--compile, which must train what the plain step trains."""
 import json
 import platform
 import resource
@@ -9,6 +10,8 @@ import sys
 import time
 
 import pytest
+import torch
+import torch._inductor.config
 
 from conftest import DATA_DIR, ROOT, private_copy, run_script
 from model_io import DIFFUSION_KIND, VAE_KIND, load_checkpoint
@@ -92,3 +95,22 @@ def test_freed_memory_is_reused_without_page_faults_on_glibc():
     pages = 64 * 2 ** 20 // resource.getpagesize()  # of one allocation
     assert minor_faults("plain") > 4 * pages  # every allocation faulted in again: the trainers' steps before
     assert minor_faults("reuse") < pages
+
+
+def test_compiled_diffusion_training_is_the_plain_training(dataset):
+    """--compile (torch.compile of the loss and its backward; CUDA graphs on a GPU) changes the
+    speed of a step, not what it computes: with inductor drawing its random numbers as eager
+    PyTorch does, the losses of every epoch and the weights kept agree to float rounding."""
+    trained = {}
+    with torch._inductor.config.patch(fallback_random=True):
+        for flags in ([], ["--compile"]):
+            name = "compiled" if flags else "plain"
+            run_script(DIFFUSION[0], "--checkpoint_dir", dataset, "--run_name", name, *DIFFUSION[1:], "--epochs", 3,
+                       *flags)
+            trained[name] = load_checkpoint(str(dataset / name / "diffusion.pt"), DIFFUSION_KIND)
+    plain, compiled = trained["plain"], trained["compiled"]
+    assert compiled["config"]["compile"] and not plain["config"]["compile"]
+    losses = [[h["loss"] for h in t["history"]] for t in (plain, compiled)]
+    assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-4)
+    for key, weights in plain["ema"].items():
+        torch.testing.assert_close(compiled["ema"][key], weights, rtol=1e-4, atol=1e-5)
