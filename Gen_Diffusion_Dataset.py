@@ -33,16 +33,11 @@ from cli import add_runtime_flags, run_main
 from tinynn import TINYNN_DEFAULTS, FlatLayout, TinyNN
 from model_io import pick_device, write_json
 from population_training import PopulationTrainer
-from tinynn_training import RunTrainer, TrainConfig, evaluate
+from tinynn_training import RunTrainer, TrainConfig, evaluate, run_seed
 
 # Runs trained together on a GPU by default: a guess, not yet measured on a GPU (one TinyNN at
 # batch 256 leaves an H100 mostly idle; benchmarks/zoo_speed.py measures the sizes).
 GPU_POPULATION = 32
-
-
-def run_seed(base_seed, run_id):
-    """Independent runs get unrelated seeds; run ids keep them stable across shards and restarts."""
-    return int(np.random.SeedSequence([base_seed, run_id]).generate_state(1)[0])
 
 
 def dataset_settings(args):

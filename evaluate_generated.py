@@ -47,7 +47,7 @@ from baselines import (all_baselines, cross_run_disagreement, disagreement, dist
                        one_per_run, reconstruction_identity)
 from cifar10 import load_cifar10
 from cli import add_runtime_flags, add_test_images_flag, run_main
-from model_io import GENERATED_KIND, CheckpointError, atomic_write, load_checkpoint, pick_device, write_json
+from model_io import CheckpointError, atomic_write, load_generated, pick_device, write_json
 from tinynn import FlatLayout, clamp_running_var
 from tinynn_training import probabilities_flat
 from vae_model import load_vae
@@ -55,18 +55,6 @@ from weight_dataset import WeightDataset
 
 TRAIN, FRESH = "training checkpoints", "fresh seeds"
 PREDICTIONS = "predictions"  # the cache of reference networks' test outputs, in the dataset folder
-
-
-def load_generated(path):
-    """(weights [n, n_params], layout, source info, description of the generator's training
-    split) from sample.py's output."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "generated.pt")
-    g = load_checkpoint(path, GENERATED_KIND)
-    if "dataset" not in g:
-        raise CheckpointError(f"{path} does not record the split its generator was trained on (it predates "
-                              f"that record): sample it again with sample.py")
-    return g["weights"], FlatLayout.from_json(g["layout"]), g.get("source", {}), g["dataset"]
 
 
 def stats(values, min_acc=None):

@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from tinynn import TinyNN
+from tinynn import FlatLayout, TinyNN
 
 # The "kind" of every checkpoint a script writes, in one place.
 VAE_KIND = "weight-vae"                 # train_vae.py: vae.pt, vae_last.pt
@@ -90,3 +90,15 @@ def save_generated(weights, layout, tinynn_config, out, source, dataset, batchno
         save_checkpoint(state, os.path.join(out, f"model_{i:0{width}d}.pt"))
     save_checkpoint(dict(kind=GENERATED_KIND, weights=weights, tinynn=tinynn_config, layout=layout.to_json(),
                          batchnorm=batchnorm, source=source, dataset=dataset), os.path.join(out, "generated.pt"))
+
+
+def load_generated(path):
+    """(weights [n, n_params], layout, source info, description of the generator's training
+    split) from sample.py's output."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "generated.pt")
+    g = load_checkpoint(path, GENERATED_KIND)
+    if "dataset" not in g:
+        raise CheckpointError(f"{path} does not record the split its generator was trained on (it predates "
+                              f"that record): sample it again with sample.py")
+    return g["weights"], FlatLayout.from_json(g["layout"]), g.get("source", {}), g["dataset"]

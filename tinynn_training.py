@@ -7,6 +7,7 @@ checkpoints along the way; `train_tinynn` is the plain "train with the defaults"
 import time
 from dataclasses import asdict, dataclass, field, fields
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -59,6 +60,11 @@ class TrainConfig:
     @classmethod
     def from_args(cls, args):
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+def run_seed(base_seed, run_id):
+    """Independent runs get unrelated seeds; run ids keep them stable across shards and restarts."""
+    return int(np.random.SeedSequence([base_seed, run_id]).generate_state(1)[0])
 
 
 def evaluate(model, images_uint8, labels, batch_size=500):
@@ -206,3 +212,31 @@ def evaluate_flat(vectors, layout, model_config, images_uint8, labels, device="c
     """Test accuracy (a list) of each flat weight vector in `vectors`."""
     preds = probabilities_flat(vectors, layout, model_config, images_uint8, device).argmax(2)
     return preds.eq(labels.cpu()).float().mean(1).tolist()
+
+
+def budget_config(train_config, steps, steps_per_epoch, lr=None):
+    """`train_config`'s schedule compressed to `steps` SGD steps (warm-up and decay in proportion),
+    with peak rate `lr` when given: the best-known use of a fixed budget (Li et al. 2020), for a
+    fresh run and for a network trained on from where it is alike."""
+    cfg = asdict(train_config)
+    scale = steps / (train_config.epochs * steps_per_epoch)
+    cfg.update(epochs=steps / steps_per_epoch, warmup_epochs=train_config.warmup_epochs * scale)
+    if lr is not None:
+        cfg["lr"] = lr
+    return TrainConfig(**cfg)
+
+
+def train_flat(vectors, seeds, layout, model_config, images, labels, train_config, steps, device="cpu",
+               progress=None):
+    """Flat weights [len(seeds), n_params] of TinyNNs trained `steps` SGD steps with `train_config`,
+    network i from vectors[i] (None: a fresh init) with its data order and augmentation from seeds[i]."""
+    out = []
+    for i, seed in enumerate(seeds):
+        run = RunTrainer(images, labels, seed, model_config, train_config, device=device)
+        if vectors is not None:
+            run.model.load_state_dict(layout.unflatten(vectors[i].float().to(run.device)))
+        run.train(steps)
+        out.append(run.flat_weights(layout))
+        if progress:
+            progress()
+    return torch.stack(out)

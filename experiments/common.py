@@ -9,6 +9,7 @@ import json
 import os
 
 from cli import add_more_flags, add_runtime_flags, add_test_images_flag, run_step, runtime_argv
+from model_io import GENERATED_KIND, load_checkpoint
 
 
 def sample_and_evaluate(model_path, out, args, seed=0):
@@ -22,6 +23,15 @@ def sample_and_evaluate(model_path, out, args, seed=0):
              skip_if=os.path.join(out, "report.json"))
     with open(os.path.join(out, "report.json")) as f:
         return json.load(f)["summary"]
+
+
+def made_with(out, source, n):
+    """Whether out holds n networks made with these settings (a group made otherwise is made again)."""
+    path = os.path.join(out, "generated.pt")
+    if not os.path.exists(path):
+        return False
+    generated = load_checkpoint(path, GENERATED_KIND)
+    return generated["source"] == source and len(generated["weights"]) == n
 
 
 def accuracy_row(summary):
@@ -58,14 +68,15 @@ def _fmt(v):
     return f"{v:.4f}" if isinstance(v, float) else "-" if v is None else str(v)
 
 
-def common_flags(p, dataset=True, vae=False):
+def common_flags(p, dataset=True, vae=False, num_models=50, train_models=50):
     """Flags every experiment has; dataset: --checkpoint_dir, for experiments on one dataset;
     vae: --vae_flags, for experiments that train VAEs."""
     if dataset:
         p.add_argument("--checkpoint_dir", required=True, help="dataset name under checkpoints/")
-    p.add_argument("--num_models", type=int, default=50, help="networks generated per setting (default 50)")
-    p.add_argument("--train_models", type=int, default=50,
-                   help="training checkpoints evaluated beside them (default 50)")
+    p.add_argument("--num_models", type=int, default=num_models,
+                   help=f"networks generated per setting (default {num_models})")
+    p.add_argument("--train_models", type=int, default=train_models,
+                   help=f"training checkpoints evaluated beside them (default {train_models})")
     if vae:
         add_more_flags(p, "vae", "train_vae.py", "--hidden 64", where=" for every VAE trained")
     add_test_images_flag(p)

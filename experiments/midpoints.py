@@ -42,8 +42,9 @@ import checkpoint_dataset as cd
 from alignment import align_method, flat_index, match, permutation_spec
 from cifar10 import load_cifar10, standardize
 from cli import run_main, run_step, runtime_argv
-from experiments.common import REPORT_COLUMNS, common_flags, plot_overlap_scatter, report_rows, write_table
-from model_io import GENERATED_KIND, CheckpointError, load_checkpoint, save_generated
+from experiments.common import (REPORT_COLUMNS, common_flags, made_with, plot_overlap_scatter, report_rows,
+                                write_table)
+from model_io import CheckpointError, save_generated
 from tinynn import clamp_running_var, layer_slots, model_from_flat
 from vae_diffusion import encode
 from vae_model import load_vae
@@ -159,15 +160,6 @@ def group_weights(folder, args):
         clamp_running_var(decoded, aligned.layout)
         weights[LATENT] = decoded
     return aligned, weights
-
-
-def made_with(out, source, n):
-    """Whether out holds n networks made with these settings (a group made otherwise is made again)."""
-    path = os.path.join(out, "generated.pt")
-    if not os.path.exists(path):
-        return False
-    generated = load_checkpoint(path, GENERATED_KIND)
-    return generated["source"] == source and len(generated["weights"]) == n
 
 
 def main(args):

@@ -7,9 +7,9 @@ import torch
 from baselines import distinct, nearest_within, span_shares
 from cifar10 import standardize
 from conftest import DATA_DIR, TEST_IMAGES, TINY, TINY_VAE_FLAGS, private_copy, run_script
-from model_io import VAE_KIND, load_checkpoint
+from model_io import GENERATED_KIND, VAE_KIND, load_checkpoint, save_generated
 from tinynn import clamp_running_var, layer_slots, model_from_flat
-from tinynn_training import evaluate_flat
+from tinynn_training import RunTrainer, TrainConfig, budget_config, evaluate_flat
 from vae_model import WeightVAE, load_vae
 from weight_dataset import WeightDataset
 
@@ -280,3 +280,45 @@ def test_run_span_tabulates_held_out_runs_against_the_training_runs(dataset, tmp
     assert row["runs"] == 1 and row["checkpoints"] == 4
     assert 0 <= row["in_span"] <= 1 and row["mean_explains"] <= 1
     assert (tmp_path / "run_span.md").stat().st_size > 0 and (tmp_path / "run_span.png").stat().st_size > 0
+
+
+def test_budget_config_compresses_the_recipe_to_the_steps():
+    recipe = TrainConfig(epochs=18, warmup_epochs=1, lr=0.2, final_lr_frac=0.02, batch_size=2)
+    cfg = budget_config(recipe, steps=90, steps_per_epoch=100, lr=0.05)
+    run = RunTrainer(torch.zeros(200, 3, 32, 32, dtype=torch.uint8), torch.zeros(200, dtype=torch.long), 0,
+                     train_config=cfg)  # 100 steps an epoch
+    assert run.total_steps == 90 and cfg.warmup_epochs == pytest.approx(0.05)  # 5 of 90 steps, as 100 of 1800
+    assert [run.lr_at(s) for s in (0, 4)] == pytest.approx([0.01, 0.05])
+    assert max(run.lr_at(s) for s in range(90)) == pytest.approx(0.05) and run.lr_at(90) == pytest.approx(0.001)
+    assert budget_config(recipe, 90, 100).lr == 0.2  # no lr: the recipe's
+
+
+def test_finetune_trains_each_start_from_its_own_weights_and_resumes(dataset, fresh, tmp_path):
+    """At a vanishing learning rate the training-checkpoint start keeps its runs' last weights (only
+    BatchNorm statistics move), so the experiment trains on from the start it names; a --start is
+    trained from its networks; a fresh init is not."""
+    ds = WeightDataset(str(dataset))
+    ends = ds.standardizer.destandardize(ds.run_ends())
+    start = ends[torch.tensor([1, 0, 1])]
+    save_generated(start, ds.layout, ds.tinynn_config, tmp_path / "start", dict(test=True), ds.description,
+                   batchnorm="trained")
+    args = ["-m", "experiments.finetune", "--checkpoint_dir", dataset, "--fresh_dir", fresh, "--steps", "2",
+            "--lr", "1e-9", "--start", f"swapped={tmp_path / 'start'}", *SMALL]
+    run_script(*args)
+    root = dataset / "finetune"
+    rows = json.load(open(root / "finetune.json"))
+    assert [r["models"] for r in rows] == ["training checkpoints", "fresh seeds", "generated: fresh init, 2 steps",
+                                          "generated: swapped, 2 steps, lr 1e-09",
+                                          "generated: training checkpoints, 2 steps, lr 1e-09"]
+    assert all(r["n"] == 3 for r in rows[2:]) and 0 < rows[2]["run_share"] < 1
+    not_bn_stats = torch.cat([torch.arange(s.offset, s.offset + s.numel) for s in ds.layout.slots
+                              if "running" not in s.name and "num_batches" not in s.name])
+    for group, expected in [("training_checkpoints_2_steps_lr_1e-09", ends[torch.tensor([0, 1, 0])]),
+                            ("swapped_2_steps_lr_1e-09", start)]:
+        trained = load_checkpoint(root / group / "generated.pt", GENERATED_KIND)["weights"]
+        assert torch.allclose(trained[:, not_bn_stats], expected[:, not_bn_stats], atol=1e-5)
+    fresh_init = load_checkpoint(root / "fresh_init_2_steps" / "generated.pt", GENERATED_KIND)["weights"]
+    assert (fresh_init[:, not_bn_stats] - start[:, not_bn_stats]).abs().max() > 0.1
+    assert (root / "finetune.png").stat().st_size > 0
+    again = run_script(*args)
+    assert "$ python" not in again.stdout and json.load(open(root / "finetune.json")) == rows

@@ -1,0 +1,160 @@
+"""Experiment: a generator that also sees data. Generated (or blended) networks trained on for a
+few SGD steps: do they become accurate, and are they then still new by the fresh-seed bar? Against
+the same steps from a fresh init and from a training checkpoint.
+
+Starts: each --start NAME=PATH (a generated.pt of this dataset, or the folder holding it: sample.py's
+networks, a group of experiments/midpoints.py, ...; its first --num_models networks), and always
+- fresh init: a TinyNN from a new seed, the control for what the steps alone give;
+- training checkpoints: the last checkpoint of --num_models training runs (cycling through the
+  runs when there are fewer), the control for what the steps do to a network the bar calls a copy.
+Every start is trained for each S of --steps with the dataset's recipe compressed to S steps
+(warm-up and linear decay in proportion; tinynn_training.budget_config) at each peak rate of
+--lr (fresh init: the recipe's own), on the dataset's training images (never its validation
+images or the test set). Network i of every group draws its data order and augmentation from the
+same seed, derived from (--seed, i) and shared with no run of the dataset or the fresh set. Each
+group is written as a generated.pt and judged by evaluate_generated.py with --fresh_dir. Writes, in
+checkpoints/NAME/finetune/ (finetune_seedS/ for --seed S > 0): a folder per group, finetune.md/.json
+(the table; "run share" is S against the median SGD steps of the dataset's runs) and finetune.png
+(accuracy against max error overlap). A group already made with the same settings is not made again.
+
+    python -m experiments.midpoints --checkpoint_dir Toy_CNN --fresh_dir Toy_CNN_fresh --match activations
+    python -m experiments.finetune --checkpoint_dir Toy_CNN --fresh_dir Toy_CNN_fresh --steps 40 100 \\
+        --lr 0.05 0.2 --start midpoints=checkpoints/Toy_CNN/midpoints_activations/aligned_BN_reestimated \\
+        --start generated=checkpoints/Toy_CNN/diffusion_latent/samples_ddim_50_seed0
+"""
+import argparse
+import json
+import os
+import statistics
+
+import torch
+from tqdm import tqdm
+
+import checkpoint_dataset as cd
+from cifar10 import held_out_split, load_cifar10
+from cli import run_main, run_step, runtime_argv
+from experiments.common import REPORT_COLUMNS, common_flags, made_with, plot_overlap_scatter, report_rows, write_table
+from model_io import CheckpointError, load_generated, pick_device, save_generated
+from tinynn import FlatLayout, clamp_running_var
+from tinynn_training import TrainConfig, budget_config, run_seed, train_flat
+from weight_dataset import WeightDataset
+
+FRESH_INIT, TRAINING = "fresh init", "training checkpoints"
+SEED_OFFSET = 1_000_000  # run ids far above any dataset's, so no network here replays a dataset run's seed
+
+
+def parse_start(text):
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--start takes NAME=PATH, not {text!r}")
+    return name, path
+
+
+def start_weights(args, folder):
+    """({start name: flat weights [num_models, n_params]}, the generator split's description) of
+    every --start and of the training-checkpoint control."""
+    starts, description = {}, None
+    for name, path in args.start:
+        weights, _, _, split = load_generated(path)
+        if os.path.abspath(split["folder"]) != os.path.abspath(folder):
+            raise CheckpointError(f"--start {name}: {path} was generated from {split['folder']}, not {folder}")
+        if len(weights) < args.num_models:
+            raise CheckpointError(f"--start {name}: {path} holds {len(weights)} networks, --num_models asks for "
+                                  f"{args.num_models}")
+        starts[name], description = weights[:args.num_models], description or split
+    ds = WeightDataset.from_description(description) if description else WeightDataset(folder)
+    ends = ds.standardizer.destandardize(ds.run_ends())
+    starts[TRAINING] = ends[torch.arange(args.num_models) % len(ends)]
+    return starts, ds.description
+
+
+def recipe_and_data(manifest, args):
+    """(the dataset's TrainConfig, its training images and labels, median SGD steps of its runs)."""
+    data = load_cifar10(args.data_dir, download=not args.no_download)
+    split = manifest["data"]
+    (x, y), _ = held_out_split(data, split["val_size"], split["val_seed"], split["train_size"])
+    return TrainConfig(**manifest["train_config"]), x, y, statistics.median(r["steps"] for r in manifest["runs"])
+
+
+def network_seeds(args):
+    """The data-order seed of network i, the same in every group; none is a seed of a run of the
+    dataset or the fresh set."""
+    seeds = [run_seed(args.seed, SEED_OFFSET + i) for i in range(args.num_models)]
+    taken = {r["seed"] for d in (args.checkpoint_dir, args.fresh_dir) for r in cd.load_manifest(cd.dataset_folder(d))["runs"]}
+    if taken & set(seeds):
+        raise cd.DatasetError(f"--seed {args.seed} gives a seed of a run of {args.checkpoint_dir} or {args.fresh_dir}: "
+                              f"pick another")
+    return seeds
+
+
+def group_plan(starts, args):
+    """[(group name, start name, steps, peak lr or None for the recipe's)] in the order they are made."""
+    plan = [(f"{FRESH_INIT}, {s} steps", FRESH_INIT, s, None) for s in args.steps]
+    for name in starts:
+        plan += [(f"{name}, {s} steps, lr {lr:g}", name, s, lr) for s in args.steps for lr in args.lr]
+    return plan
+
+
+def main(args):
+    folder = cd.dataset_folder(args.checkpoint_dir)
+    manifest = cd.load_manifest(folder)
+    layout, tinynn_config = FlatLayout.from_json(manifest["layout"]), manifest["tinynn"]
+    root = os.path.join(folder, "finetune" if args.seed == 0 else f"finetune_seed{args.seed}")
+    starts, description = start_weights(args, folder)
+    recipe, x, y, run_steps = recipe_and_data(manifest, args)
+    seeds, device = network_seeds(args), pick_device(args.device)
+    reports = []
+    for group, start, steps, lr in group_plan(starts, args):
+        out = os.path.join(root, group.replace(", ", "_").replace(" ", "_"))
+        source = dict(experiment="finetune", start=start, start_path=dict(args.start).get(start), steps=steps,
+                      lr=lr, seed=args.seed)
+        if not made_with(out, source, args.num_models):
+            cfg = budget_config(recipe, steps, len(y) // recipe.batch_size, lr)
+            with tqdm(total=args.num_models, desc=group, leave=False) as bar:
+                w = train_flat(None if start == FRESH_INIT else starts[start], seeds, layout, tinynn_config, x, y,
+                               cfg, steps, device, progress=bar.update)
+            clamp_running_var(w, layout)
+            report = os.path.join(out, "report.json")
+            if os.path.exists(report):  # of other networks: evaluated again
+                os.remove(report)
+            save_generated(w, layout, tinynn_config, out, source, description, batchnorm="trained")
+        run_step(["evaluate_generated.py", "--model_path", out, "--fresh_dir", args.fresh_dir, "--train_models",
+                  args.train_models, "--baseline_models", 0, "--test_images", args.test_images, *runtime_argv(args)],
+                 skip_if=os.path.join(out, "report.json"))
+        with open(os.path.join(out, "report.json")) as f:
+            reports.append((group, json.load(f)))
+    write_results(os.path.join(root, "finetune"), reports, run_steps, args)
+
+
+def write_results(out, reports, run_steps, args):
+    rows = report_rows(args.checkpoint_dir, reports)
+    for row, (group, report) in zip(rows[2:], reports):
+        row["run_share"] = report["source"]["steps"] / run_steps
+    for row in rows[:2]:
+        row["run_share"] = 1.0
+    write_table(out, f"Networks trained on for a few steps: {args.num_models} per group, {args.checkpoint_dir}, "
+                f"runs of {run_steps:g} steps; bar {reports[0][1]['new_bar']:.3f} (fresh set {args.fresh_dir})",
+                ["models", "run_share"] + REPORT_COLUMNS[2:], rows)
+    plot_overlap_scatter({args.checkpoint_dir: reports}, out + ".png")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fresh_dir", required=True, help="fresh-seed checkpoint dataset (evaluate_generated.py)")
+    p.add_argument("--start", type=parse_start, action="append", default=[],
+                   help="NAME=PATH: networks to train on, a generated.pt of this dataset or its folder (repeatable; "
+                        "fresh init and training checkpoints are always there)")
+    p.add_argument("--steps", type=int, nargs="+", default=[40, 100], help="SGD steps per network (default 40 100)")
+    p.add_argument("--lr", type=float, nargs="+", default=[0.05, 0.2],
+                   help="peak learning rates of the compressed schedule for every start but fresh init, which takes "
+                        "the recipe's (default 0.05 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="base seed of the data order of network i (default 0)")
+    common_flags(p, num_models=10, train_models=20)
+    args = p.parse_args(argv)
+    if min(args.steps) < 1 or min(args.lr) <= 0:
+        p.error("--steps and --lr must be positive")
+    return args
+
+
+if __name__ == "__main__":
+    run_main(main, parse_args)
