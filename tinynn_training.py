@@ -5,7 +5,7 @@ random streams). Gen_Diffusion_Dataset.py drives it step by step so it can take
 checkpoints along the way; `train_tinynn` is the plain "train with the defaults" path.
 """
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 import torch
@@ -218,12 +218,9 @@ def budget_config(train_config, steps, steps_per_epoch, lr=None):
     """`train_config`'s schedule compressed to `steps` SGD steps (warm-up and decay in proportion),
     with peak rate `lr` when given: the best-known use of a fixed budget (Li et al. 2020), for a
     fresh run and for a network trained on from where it is alike."""
-    cfg = asdict(train_config)
     scale = steps / (train_config.epochs * steps_per_epoch)
-    cfg.update(epochs=steps / steps_per_epoch, warmup_epochs=train_config.warmup_epochs * scale)
-    if lr is not None:
-        cfg["lr"] = lr
-    return TrainConfig(**cfg)
+    return replace(train_config, epochs=steps / steps_per_epoch, warmup_epochs=train_config.warmup_epochs * scale,
+                   lr=train_config.lr if lr is None else lr)
 
 
 def train_flat(vectors, seeds, layout, model_config, images, labels, train_config, steps, device="cpu",

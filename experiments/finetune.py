@@ -80,7 +80,8 @@ def network_seeds(args):
     """The data-order seed of network i, the same in every group; none is a seed of a run of the
     dataset or the fresh set."""
     seeds = [run_seed(args.seed, SEED_OFFSET + i) for i in range(args.num_models)]
-    taken = {r["seed"] for d in (args.checkpoint_dir, args.fresh_dir) for r in cd.load_manifest(cd.dataset_folder(d))["runs"]}
+    taken = {r["seed"] for d in (args.checkpoint_dir, args.fresh_dir)
+             for r in cd.load_manifest(cd.dataset_folder(d))["runs"]}
     if taken & set(seeds):
         raise cd.DatasetError(f"--seed {args.seed} gives a seed of a run of {args.checkpoint_dir} or {args.fresh_dir}: "
                               f"pick another")
@@ -101,8 +102,9 @@ def main(args):
     layout, tinynn_config = FlatLayout.from_json(manifest["layout"]), manifest["tinynn"]
     root = os.path.join(folder, "finetune" if args.seed == 0 else f"finetune_seed{args.seed}")
     starts, description = start_weights(args, folder)
-    recipe, x, y, run_steps = recipe_and_data(manifest, args)
     seeds, device = network_seeds(args), pick_device(args.device)
+    recipe, x, y, run_steps = recipe_and_data(manifest, args)
+    x, y = x.to(device), y.to(device)  # once, not once a network
     reports = []
     for group, start, steps, lr in group_plan(starts, args):
         out = os.path.join(root, group.replace(", ", "_").replace(" ", "_"))
