@@ -48,7 +48,7 @@ from baselines import (all_baselines, cross_run_disagreement, disagreement, dist
 from cifar10 import load_cifar10
 from cli import add_runtime_flags, add_test_images_flag, run_main
 from model_io import CheckpointError, atomic_write, load_generated, pick_device, write_json
-from tinynn import FlatLayout, clamp_running_var
+from tinynn import clamp_running_var
 from tinynn_training import probabilities_flat
 from vae_model import load_vae
 from weight_dataset import WeightDataset
@@ -333,6 +333,8 @@ def main(args):
                   distinct_threshold=weight_threshold, ensembles=ensembles(probs, runs, labels, k),
                   heldout=heldout_reconstruction(source, ds, (test_images, test_labels), device,
                                                  args.heldout_models),
+                  judged_with=dict(fresh_dir=args.fresh_dir, train_models=args.train_models,
+                                   baseline_models=args.baseline_models, test_images=args.test_images),
                   source=source, checkpoint_dir=os.path.abspath(folder), split=ds.description,
                   fresh_dir=os.path.abspath(cd.dataset_folder(args.fresh_dir)) if args.fresh_dir else None,
                   training_runs=dict(sampled=len(set(runs[TRAIN])), all=k),

@@ -18,11 +18,28 @@ def sample_and_evaluate(model_path, out, args, seed=0):
     run_step(["sample.py", "--model_path", model_path, "--num_models", args.num_models, "--sampler", "ddim",
               "--steps", 50, "--seed", seed, "--out", out, "--quiet", *runtime_argv(args, data=False)],
              skip_if=os.path.join(out, "generated.pt"))
-    run_step(["evaluate_generated.py", "--model_path", out, "--train_models", args.train_models,
-              "--baseline_models", 0, "--test_images", args.test_images, *runtime_argv(args)],
-             skip_if=os.path.join(out, "report.json"))
-    with open(os.path.join(out, "report.json")) as f:
-        return json.load(f)["summary"]
+    return judge(out, args)["summary"]
+
+
+def judge(out, args, fresh_dir=None, baseline_models=0):
+    """evaluate_generated.py's report on the networks in `out`, judged against args.train_models
+    training checkpoints on args.test_images test images (and the bar of `fresh_dir`); a report
+    judged otherwise, or by an older evaluate_generated.py that did not say how, is made again."""
+    judged_with = dict(fresh_dir=fresh_dir, train_models=args.train_models, baseline_models=baseline_models,
+                       test_images=args.test_images)
+    path = os.path.join(out, "report.json")
+    if os.path.exists(path) and _read_json(path).get("judged_with") != judged_with:
+        os.remove(path)
+    fresh = ["--fresh_dir", fresh_dir] if fresh_dir else []
+    run_step(["evaluate_generated.py", "--model_path", out, *fresh, "--train_models", args.train_models,
+              "--baseline_models", baseline_models, "--test_images", args.test_images, *runtime_argv(args)],
+             skip_if=path)
+    return _read_json(path)
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
 
 
 def made_with(out, source, n):

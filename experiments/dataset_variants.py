@@ -21,7 +21,7 @@ import torch
 
 import checkpoint_dataset as cd
 from cli import add_more_flags, run_main, run_step, runtime_argv
-from experiments.common import common_flags, write_table
+from experiments.common import common_flags, judge, write_table
 from model_io import GENERATED_KIND, load_checkpoint
 from tinynn import FlatLayout, sparsity
 
@@ -69,9 +69,7 @@ def build(variant, args):
         extra = ["--prune_to", share] if out.endswith("_pruned") else []
         run_step(["sample.py", "--model_path", diffusion, "--num_models", args.num_models, "--out", out, "--quiet",
                   *extra, *runtime_argv(args, data=False)], skip_if=os.path.join(out, "generated.pt"))
-        run_step(["evaluate_generated.py", "--model_path", out, "--fresh_dir", fresh, "--train_models",
-                  args.train_models, "--baseline_models", 0, "--test_images", args.test_images, *runtime_argv(args)],
-                 skip_if=os.path.join(out, "report.json"))
+        judge(out, args, fresh)
     return folder, outs
 
 

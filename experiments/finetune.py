@@ -23,7 +23,6 @@ checkpoints/NAME/finetune/ (finetune_seedS/ for --seed S > 0): a folder per grou
         --start generated=checkpoints/Toy_CNN/diffusion_latent/samples_ddim_50_seed0
 """
 import argparse
-import json
 import os
 import statistics
 
@@ -32,8 +31,9 @@ from tqdm import tqdm
 
 import checkpoint_dataset as cd
 from cifar10 import held_out_split, load_cifar10
-from cli import run_main, run_step, runtime_argv
-from experiments.common import REPORT_COLUMNS, common_flags, made_with, plot_overlap_scatter, report_rows, write_table
+from cli import run_main
+from experiments.common import (REPORT_COLUMNS, common_flags, judge, made_with, plot_overlap_scatter, report_rows,
+                                write_table)
 from model_io import CheckpointError, load_generated, pick_device, save_generated
 from tinynn import FlatLayout, clamp_running_var
 from tinynn_training import TrainConfig, budget_config, run_seed, train_flat
@@ -120,11 +120,7 @@ def main(args):
             if os.path.exists(report):  # of other networks: evaluated again
                 os.remove(report)
             save_generated(w, layout, tinynn_config, out, source, description, batchnorm="trained")
-        run_step(["evaluate_generated.py", "--model_path", out, "--fresh_dir", args.fresh_dir, "--train_models",
-                  args.train_models, "--baseline_models", 0, "--test_images", args.test_images, *runtime_argv(args)],
-                 skip_if=os.path.join(out, "report.json"))
-        with open(os.path.join(out, "report.json")) as f:
-            reports.append((group, json.load(f)))
+        reports.append((group, judge(out, args, args.fresh_dir)))
     write_results(os.path.join(root, "finetune"), reports, run_steps, args)
 
 

@@ -33,7 +33,6 @@ for the other --match): one folder per group (generated.pt, report), and midpoin
     python -m experiments.midpoints --checkpoint_dir Toy_CNN --fresh_dir Toy_CNN_fresh --match activations
 """
 import argparse
-import json
 import os
 
 import torch
@@ -41,8 +40,8 @@ import torch
 import checkpoint_dataset as cd
 from alignment import align_method, flat_index, match, permutation_spec
 from cifar10 import load_cifar10, standardize
-from cli import run_main, run_step, runtime_argv
-from experiments.common import (REPORT_COLUMNS, common_flags, made_with, plot_overlap_scatter, report_rows,
+from cli import run_main
+from experiments.common import (REPORT_COLUMNS, common_flags, judge, made_with, plot_overlap_scatter, report_rows,
                                 write_table)
 from model_io import CheckpointError, save_generated
 from tinynn import clamp_running_var, layer_slots, model_from_flat
@@ -181,15 +180,11 @@ def main(args):
                            batchnorm=group.split(", ")[1])
     reports = []
     for group, out in outs.items():
-        run_step(["evaluate_generated.py", "--model_path", out, "--fresh_dir", args.fresh_dir, "--train_models",
-                  args.train_models, "--baseline_models", 0, "--test_images", args.test_images, *runtime_argv(args)],
-                 skip_if=os.path.join(out, "report.json"))
-        with open(os.path.join(out, "report.json")) as f:
-            reports.append((group, json.load(f)))
+        reports.append((group, judge(out, args, args.fresh_dir)))
     out = os.path.join(root, "midpoints")
     write_table(out, f"Networks between runs: alpha {args.alpha}, {args.num_models} pairs of checkpoints of two "
-                f"runs, matched by {args.match}; bar {reports[0][1]['new_bar']:.3f} (fresh set {args.fresh_dir})", REPORT_COLUMNS,
-                report_rows(args.checkpoint_dir, reports))
+                f"runs, matched by {args.match}; bar {reports[0][1]['new_bar']:.3f} (fresh set {args.fresh_dir})",
+                REPORT_COLUMNS, report_rows(args.checkpoint_dir, reports))
     plot_overlap_scatter({args.checkpoint_dir: reports}, out + ".png")
 
 

@@ -25,7 +25,7 @@ import shlex
 
 import checkpoint_dataset as cd
 from cli import run_main, run_step, runtime_argv
-from experiments.common import REPORT_COLUMNS, common_flags, plot_overlap_scatter, report_rows, write_table
+from experiments.common import REPORT_COLUMNS, common_flags, judge, plot_overlap_scatter, report_rows, write_table
 
 VARIANTS = {
     "default": ("", "", ""),
@@ -71,10 +71,7 @@ def build(dataset, name, flags, args):
               *runtime_argv(args)],  # the data, for a variant that rejects on the validation images
              skip_if=os.path.join(out, "generated.pt"))
     baselines = args.baseline_models if name == args.variant_names[0] else 0
-    run_step(["evaluate_generated.py", "--model_path", out, "--fresh_dir", args.fresh_dir, "--train_models",
-              args.train_models, "--baseline_models", baselines, "--test_images", args.test_images,
-              *runtime_argv(args)],
-             skip_if=os.path.join(out, "report.json"))
+    judge(out, args, args.fresh_dir, baselines)
     return os.path.join(out, "report.json")
 
 

@@ -322,3 +322,11 @@ def test_finetune_trains_each_start_from_its_own_weights_and_resumes(dataset, fr
     assert (root / "finetune.png").stat().st_size > 0
     again = run_script(*args)
     assert "$ python" not in again.stdout and json.load(open(root / "finetune.json")) == rows
+    # Judged against other training checkpoints: every group evaluated again, none trained again.
+    made = (root / "fresh_init_2_steps" / "generated.pt").stat().st_mtime_ns
+    rejudged = run_script(*args, "--train_models", "2")
+    assert rejudged.stdout.count("$ python evaluate_generated.py") == 3
+    assert (root / "fresh_init_2_steps" / "generated.pt").stat().st_mtime_ns == made
+    for group in ["fresh_init_2_steps", "swapped_2_steps_lr_1e-09", "training_checkpoints_2_steps_lr_1e-09"]:
+        report = json.load(open(root / group / "report.json"))
+        assert len(report["training_checkpoints"]) == 2 and report["judged_with"]["train_models"] == 2
