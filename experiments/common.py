@@ -2,7 +2,8 @@
 
 Each experiment drives the ordinary scripts (train_vae.py, train_diffusion.py, sample.py,
 evaluate_generated.py) with flags, printing every command, and skips a step whose output
-already exists: an interrupted experiment continues where it stopped when run again.
+already exists (an evaluation, only when it was judged the same way): an interrupted experiment
+continues where it stopped when run again.
 Run them from the project root as modules: python -m experiments.NAME --help.
 """
 import json
