@@ -187,8 +187,9 @@ def functional_diversity(preds, train_runs):
 
 def ensembles(probs, runs, labels, k):
     """Accuracy of averaged softmax outputs: K generated (the first K), one training checkpoint
-    per run, one fresh network per run (up to K), and all generated networks."""
-    out = {f"generated (first {k})": (probs["generated"][:k], k)}
+    per run, one fresh network per run (up to K), and all generated networks (fewer than K: all)."""
+    first = probs["generated"][:k]
+    out = {f"generated (first {len(first)})": (first, len(first))}
     for name in (TRAIN, FRESH):
         if name in probs:
             pick = one_per_run(runs[name], k)

@@ -9,7 +9,7 @@ import torch
 from baselines import (all_baselines, cross_run_disagreement, disagreement, ensemble_accuracy, functionally_distinct,
                        is_new, max_error_overlap, nearest, new_network_bar, one_per_run)
 from conftest import DATA_DIR, TEST_IMAGES, gen, private_copy, run_script
-from evaluate_generated import training_sample
+from evaluate_generated import ensembles, training_sample
 from model_io import save_checkpoint
 from tinynn_training import evaluate_flat
 from weight_dataset import WeightDataset
@@ -225,3 +225,15 @@ def test_an_ensemble_of_copies_scores_like_the_network_itself():
     single = probs[0].argmax(1).eq(labels).float().mean().item()
     assert ensemble_accuracy(probs.repeat(7, 1, 1), labels) == pytest.approx(single)
     assert one_per_run([3, 3, 5, 3, 7, 5], k=2) == [0, 2] and one_per_run([3, 3, 5], k=10) == [0, 2]
+
+
+def test_ensembles_of_fewer_generated_networks_than_runs_say_how_many():
+    """K generated networks against K training runs: with fewer generated, the ensemble is of all
+    of them and its name and count say so, not K."""
+    labels = torch.tensor([0, 1, 1])
+    one_hot = lambda predictions: torch.eye(2)[torch.tensor(predictions)]  # [networks, images, classes]
+    probs = {"generated": one_hot([[0, 1, 1], [0, 0, 1]]), "training checkpoints": one_hot([[0, 1, 1]] * 3)}
+    ens = ensembles(probs, {"training checkpoints": [0, 1, 2]}, labels, k=3)
+    assert set(ens) == {"generated (first 2)", "training checkpoints (one per run)", "generated (all 2)"}
+    assert ens["generated (first 2)"]["n"] == 2 and ens["training checkpoints (one per run)"]["n"] == 3
+    assert ens["generated (first 2)"]["accuracy"] == pytest.approx(ensemble_accuracy(probs["generated"], labels))
