@@ -6,7 +6,12 @@ Starts: each --start NAME=PATH (a generated.pt of this dataset, or the folder ho
 networks, a group of experiments/midpoints.py, ...; its first --num_models networks), and always
 - fresh init: a TinyNN from a new seed, the control for what the steps alone give;
 - training checkpoints: the last checkpoint of --num_models training runs (cycling through the
-  runs when there are fewer), the control for what the steps do to a network the bar calls a copy.
+  runs when there are fewer), the control for what the steps do to a network the bar calls a copy;
+- fresh checkpoints: the last checkpoint of the runs of --fresh_dir (cycling the same way), the
+  control for what the steps do to a network the bar calls new. Training on changes a network's
+  mistakes (it anneals them), so a trained network is also held against the bar of the fresh
+  networks trained the same way: "new_same_steps" counts the networks as accurate as --min_acc
+  asks and within the 95th percentile of the max error overlap of those trained fresh networks.
 Every start is trained for each S of --steps with the dataset's recipe compressed to S steps
 (warm-up and linear decay in proportion; tinynn_training.budget_config) at each peak rate of
 --lr (fresh init: the recipe's own), on the dataset's training images (never its validation
@@ -14,7 +19,7 @@ images or the test set). Network i of every group draws its data order and augme
 same seed, derived from (--seed, i) and shared with no run of the dataset or the fresh set. Each
 group is written as a generated.pt and judged by evaluate_generated.py with --fresh_dir. Writes, in
 checkpoints/NAME/finetune/ (finetune_seedS/ for --seed S > 0): a folder per group, finetune.md/.json
-(the table; "run share" is S against the median SGD steps of the dataset's runs) and finetune.png
+(the table; "run_share" is S against the median SGD steps of the dataset's runs) and finetune.png
 (accuracy against max error overlap). A group already made with the same settings is not made again.
 
     python -m experiments.midpoints --checkpoint_dir Toy_CNN --fresh_dir Toy_CNN_fresh --match activations
@@ -30,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 import checkpoint_dataset as cd
+from baselines import is_new, new_network_bar
 from cifar10 import held_out_split, load_cifar10
 from cli import run_main
 from experiments.common import (REPORT_COLUMNS, common_flags, judge, made_with, plot_overlap_scatter, report_rows,
@@ -39,7 +45,7 @@ from tinynn import FlatLayout, clamp_running_var
 from tinynn_training import TrainConfig, budget_config, run_seed, train_flat
 from weight_dataset import WeightDataset
 
-FRESH_INIT, TRAINING = "fresh init", "training checkpoints"
+FRESH_INIT, TRAINING, FRESH_RUNS = "fresh init", "training checkpoints", "fresh checkpoints"
 SEED_OFFSET = 1_000_000  # run ids far above any dataset's, so no network here replays a dataset run's seed
 
 
@@ -52,7 +58,7 @@ def parse_start(text):
 
 def start_weights(args, folder):
     """({start name: flat weights [num_models, n_params]}, the generator split's description) of
-    every --start and of the training-checkpoint control."""
+    every --start and of the training- and fresh-checkpoint controls."""
     starts, description = {}, None
     for name, path in args.start:
         weights, _, _, split = load_generated(path)
@@ -65,7 +71,14 @@ def start_weights(args, folder):
     ds = WeightDataset.from_description(description) if description else WeightDataset(folder)
     ends = ds.standardizer.destandardize(ds.run_ends())
     starts[TRAINING] = ends[torch.arange(args.num_models) % len(ends)]
+    fresh_ends = last_checkpoints(cd.dataset_folder(args.fresh_dir))
+    starts[FRESH_RUNS] = fresh_ends[torch.arange(args.num_models) % len(fresh_ends)]
     return starts, ds.description
+
+
+def last_checkpoints(folder):
+    """[runs, n_params]: the last checkpoint of every run of a dataset, as saved."""
+    return torch.stack([cd.load_run(folder, run["run"])[1][-1] for run in cd.load_manifest(folder)["runs"]])
 
 
 def recipe_and_data(manifest, args):
@@ -108,8 +121,8 @@ def main(args):
     reports = []
     for group, start, steps, lr in group_plan(starts, args):
         out = os.path.join(root, group.replace(", ", "_").replace(" ", "_"))
-        source = dict(experiment="finetune", start=start, start_path=dict(args.start).get(start), steps=steps,
-                      lr=lr, seed=args.seed)
+        path = args.fresh_dir if start == FRESH_RUNS else dict(args.start).get(start)
+        source = dict(experiment="finetune", start=start, start_path=path, steps=steps, lr=lr, seed=args.seed)
         if not made_with(out, source, args.num_models):
             cfg = budget_config(recipe, steps, len(y) // recipe.batch_size, lr)
             with tqdm(total=args.num_models, desc=group, leave=False) as bar:
@@ -126,14 +139,31 @@ def main(args):
 
 def write_results(out, reports, run_steps, args):
     rows = report_rows(args.checkpoint_dir, reports)
-    for row, (group, report) in zip(rows[2:], reports):
-        row["run_share"] = report["source"]["steps"] / run_steps
+    bars = same_steps_bars(reports)
     for row in rows[:2]:
-        row["run_share"] = 1.0
+        row.update(run_share=1.0, new_same_steps="-", bar_same_steps="-")
+    for row, (group, report) in zip(rows[2:], reports):
+        bar = bars.get((report["source"]["steps"], report["source"]["lr"]))
+        row.update(run_share=report["source"]["steps"] / run_steps, bar_same_steps="-" if bar is None else bar,
+                   new_same_steps="-" if bar is None else new_share(report, bar))
+    columns = ["models", "run_share"] + REPORT_COLUMNS[2:]
+    columns[columns.index("new") + 1:columns.index("new") + 1] = ["new_same_steps", "bar_same_steps"]
     write_table(out, f"Networks trained on for a few steps: {args.num_models} per group, {args.checkpoint_dir}, "
-                f"runs of {run_steps:g} steps; bar {reports[0][1]['new_bar']:.3f} (fresh set {args.fresh_dir})",
-                ["models", "run_share"] + REPORT_COLUMNS[2:], rows)
+                f"runs of {run_steps:g} steps; bar {reports[0][1]['new_bar']:.3f} (fresh set {args.fresh_dir}); "
+                f"bar_same_steps: the fresh checkpoints trained with the same steps and rate", columns, rows)
     plot_overlap_scatter({args.checkpoint_dir: reports}, out + ".png")
+
+
+def same_steps_bars(reports):
+    """{(steps, lr): the 95th percentile of the max error overlap of the fresh checkpoints trained so}."""
+    return {(r["source"]["steps"], r["source"]["lr"]): new_network_bar(r["per_model"]["generated"]["max_error_overlap"])
+            for _, r in reports if r["source"]["start"] == FRESH_RUNS}
+
+
+def new_share(report, bar):
+    """The share of a group's networks new by `bar` (and as accurate as the dataset's min_acc)."""
+    g = report["per_model"]["generated"]
+    return statistics.mean(is_new(a, o, report["min_acc"], bar) for a, o in zip(g["accuracy"], g["max_error_overlap"]))
 
 
 def parse_args(argv=None):

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from baselines import distinct, nearest_within, span_shares
+from checkpoint_dataset import load_run
 from cifar10 import standardize
 from conftest import DATA_DIR, TEST_IMAGES, TINY, TINY_VAE_FLAGS, private_copy, run_script
 from model_io import GENERATED_KIND, VAE_KIND, load_checkpoint, save_generated
@@ -309,24 +310,34 @@ def test_finetune_trains_each_start_from_its_own_weights_and_resumes(dataset, fr
     rows = json.load(open(root / "finetune.json"))
     assert [r["models"] for r in rows] == ["training checkpoints", "fresh seeds", "generated: fresh init, 2 steps",
                                           "generated: swapped, 2 steps, lr 1e-09",
-                                          "generated: training checkpoints, 2 steps, lr 1e-09"]
+                                          "generated: training checkpoints, 2 steps, lr 1e-09",
+                                          "generated: fresh checkpoints, 2 steps, lr 1e-09"]
     assert all(r["n"] == 3 for r in rows[2:]) and 0 < rows[2]["run_share"] < 1
     not_bn_stats = torch.cat([torch.arange(s.offset, s.offset + s.numel) for s in ds.layout.slots
                               if "running" not in s.name and "num_batches" not in s.name])
+    fresh_ends = torch.stack([load_run(fresh, r)[1][-1] for r in range(2)])
     for group, expected in [("training_checkpoints_2_steps_lr_1e-09", ends[torch.tensor([0, 1, 0])]),
-                            ("swapped_2_steps_lr_1e-09", start)]:
+                            ("swapped_2_steps_lr_1e-09", start),
+                            ("fresh_checkpoints_2_steps_lr_1e-09", fresh_ends[torch.tensor([0, 1, 0])])]:
         trained = load_checkpoint(root / group / "generated.pt", GENERATED_KIND)["weights"]
         assert torch.allclose(trained[:, not_bn_stats], expected[:, not_bn_stats], atol=1e-5)
     fresh_init = load_checkpoint(root / "fresh_init_2_steps" / "generated.pt", GENERATED_KIND)["weights"]
     assert (fresh_init[:, not_bn_stats] - start[:, not_bn_stats]).abs().max() > 0.1
+    # Each trained group is also held against the fresh checkpoints trained with its steps and rate.
+    fresh_trained = json.load(open(root / "fresh_checkpoints_2_steps_lr_1e-09" / "report.json"))
+    bar = float(torch.quantile(torch.tensor(fresh_trained["per_model"]["generated"]["max_error_overlap"],
+                                            dtype=torch.float64), 0.95))
+    assert rows[2]["bar_same_steps"] == "-" and all(r["bar_same_steps"] == pytest.approx(bar) for r in rows[3:])
+    assert all(0 <= r["new_same_steps"] <= 1 for r in rows[3:])
     assert (root / "finetune.png").stat().st_size > 0
     again = run_script(*args)
     assert "$ python" not in again.stdout and json.load(open(root / "finetune.json")) == rows
     # Judged against other training checkpoints: every group evaluated again, none trained again.
     made = (root / "fresh_init_2_steps" / "generated.pt").stat().st_mtime_ns
     rejudged = run_script(*args, "--train_models", "2")
-    assert rejudged.stdout.count("$ python evaluate_generated.py") == 3
+    assert rejudged.stdout.count("$ python evaluate_generated.py") == 4
     assert (root / "fresh_init_2_steps" / "generated.pt").stat().st_mtime_ns == made
-    for group in ["fresh_init_2_steps", "swapped_2_steps_lr_1e-09", "training_checkpoints_2_steps_lr_1e-09"]:
+    for group in ["fresh_init_2_steps", "swapped_2_steps_lr_1e-09", "training_checkpoints_2_steps_lr_1e-09",
+                  "fresh_checkpoints_2_steps_lr_1e-09"]:
         report = json.load(open(root / group / "report.json"))
         assert len(report["training_checkpoints"]) == 2 and report["judged_with"]["train_models"] == 2
