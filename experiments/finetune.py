@@ -163,7 +163,8 @@ def same_steps_bars(reports):
 def new_share(report, bar):
     """The share of a group's networks new by `bar` (and as accurate as the dataset's min_acc)."""
     g = report["per_model"]["generated"]
-    return statistics.mean(is_new(a, o, report["min_acc"], bar) for a, o in zip(g["accuracy"], g["max_error_overlap"]))
+    new = [is_new(a, o, report["min_acc"], bar) for a, o in zip(g["accuracy"], g["max_error_overlap"])]
+    return sum(new) / len(new)
 
 
 def parse_args(argv=None):
