@@ -172,7 +172,7 @@ def parse_args(argv=None):
     p.add_argument("--fresh_dir", required=True, help="fresh-seed checkpoint dataset (evaluate_generated.py)")
     p.add_argument("--start", type=parse_start, action="append", default=[],
                    help="NAME=PATH: networks to train on, a generated.pt of this dataset or its folder (repeatable; "
-                        "fresh init and training checkpoints are always there)")
+                        "fresh init, training and fresh checkpoints are always there)")
     p.add_argument("--steps", type=int, nargs="+", default=[40, 100], help="SGD steps per network (default 40 100)")
     p.add_argument("--lr", type=float, nargs="+", default=[0.05, 0.2],
                    help="peak learning rates of the compressed schedule for every start but fresh init, which takes "
