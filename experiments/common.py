@@ -10,7 +10,7 @@ import json
 import os
 
 from cli import add_more_flags, add_runtime_flags, add_test_images_flag, run_step, runtime_argv
-from model_io import GENERATED_KIND, load_checkpoint
+from model_io import GENERATED_KIND, load_checkpoint, save_generated
 
 
 def sample_and_evaluate(model_path, out, args, seed=0):
@@ -41,6 +41,14 @@ def judge(out, args, fresh_dir=None, baseline_models=0):
 def _read_json(path):
     with open(path) as f:
         return json.load(f)
+
+
+def save_group(weights, layout, tinynn_config, out, source, description, batchnorm):
+    """save_generated, for a group made again: the report in `out` judged other networks and goes."""
+    report = os.path.join(out, "report.json")
+    if os.path.exists(report):
+        os.remove(report)
+    save_generated(weights, layout, tinynn_config, out, source, description, batchnorm=batchnorm)
 
 
 def made_with(out, source, n):

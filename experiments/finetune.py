@@ -39,8 +39,8 @@ from baselines import is_new, new_network_bar
 from cifar10 import held_out_split, load_cifar10
 from cli import run_main
 from experiments.common import (REPORT_COLUMNS, common_flags, judge, made_with, plot_overlap_scatter, report_rows,
-                                write_table)
-from model_io import CheckpointError, load_generated, pick_device, save_generated
+                                save_group, write_table)
+from model_io import CheckpointError, load_generated, pick_device
 from tinynn import FlatLayout, clamp_running_var
 from tinynn_training import TrainConfig, budget_config, run_seed, train_flat
 from weight_dataset import WeightDataset
@@ -129,10 +129,7 @@ def main(args):
                 w = train_flat(None if start == FRESH_INIT else starts[start], seeds, layout, tinynn_config, x, y,
                                cfg, steps, device, progress=bar.update)
             clamp_running_var(w, layout)
-            report = os.path.join(out, "report.json")
-            if os.path.exists(report):  # of other networks: evaluated again
-                os.remove(report)
-            save_generated(w, layout, tinynn_config, out, source, description, batchnorm="trained")
+            save_group(w, layout, tinynn_config, out, source, description, batchnorm="trained")
         reports.append((group, judge(out, args, args.fresh_dir)))
     write_results(os.path.join(root, "finetune"), reports, run_steps, args)
 

@@ -42,8 +42,8 @@ from alignment import align_method, flat_index, match, permutation_spec
 from cifar10 import load_cifar10, standardize
 from cli import run_main
 from experiments.common import (REPORT_COLUMNS, common_flags, judge, made_with, plot_overlap_scatter, report_rows,
-                                write_table)
-from model_io import CheckpointError, save_generated
+                                save_group, write_table)
+from model_io import CheckpointError
 from tinynn import clamp_running_var, layer_slots, model_from_flat
 from vae_diffusion import encode
 from vae_model import load_vae
@@ -172,12 +172,9 @@ def main(args):
     stale = [g for g in groups if not made_with(outs[g], sources[g], args.num_models)]
     if stale:
         ds, weights = group_weights(folder, args)
-        for group in stale:
-            report = os.path.join(outs[group], "report.json")
-            if os.path.exists(report):  # of other networks (another --alpha, seed, ...): evaluated again
-                os.remove(report)
-            save_generated(weights[group], ds.layout, ds.tinynn_config, outs[group], sources[group], ds.description,
-                           batchnorm=group.split(", ")[1])
+        for group in stale:  # made with another --alpha, seed, ...: evaluated again
+            save_group(weights[group], ds.layout, ds.tinynn_config, outs[group], sources[group], ds.description,
+                       batchnorm=group.split(", ")[1])
     reports = []
     for group, out in outs.items():
         reports.append((group, judge(out, args, args.fresh_dir)))
