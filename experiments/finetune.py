@@ -8,7 +8,12 @@ networks, a group of experiments/midpoints.py, ...; its first --num_models netwo
 - training checkpoints: the last checkpoint of --num_models training runs (cycling through the
   runs when there are fewer), the control for what the steps do to a network the bar calls a copy;
 - fresh checkpoints: the last checkpoint of the runs of --fresh_dir (cycling the same way), the
-  control for what the steps do to a network the bar calls new. Training on changes a network's
+  control for what the steps do to a network the bar calls new;
+- with --noise S: the training checkpoints plus Gaussian noise of S times each tensor's spread
+  across the dataset (its aligned, standardised space, as evaluate_generated.py's "train + noise"
+  baselines; one noise draw for every S, so the scales differ only in size). Zeng et al. (2025)
+  found generators no better than training weights plus noise; this asks the same of a blend
+  trained on: does any perturbation of a copy, trained the same steps, become as new? Training on changes a network's
   mistakes (it anneals them), so a trained network is also held against the bar of the fresh
   networks trained the same way: "new_same_steps" counts the networks as accurate as --min_acc
   asks and within the 95th percentile of the max error overlap of those trained fresh networks.
@@ -69,11 +74,19 @@ def start_weights(args, folder):
                                   f"{args.num_models}")
         starts[name], description = weights[:args.num_models], description or split
     ds = WeightDataset.from_description(description) if description else WeightDataset(folder)
-    ends = ds.standardizer.destandardize(ds.run_ends())
-    starts[TRAINING] = ends[torch.arange(args.num_models) % len(ends)]
+    z_ends = ds.run_ends()
+    z_ends = z_ends[torch.arange(args.num_models) % len(z_ends)]
+    starts[TRAINING] = ds.standardizer.destandardize(z_ends)
+    noise = torch.randn(z_ends.shape, generator=torch.Generator().manual_seed(args.seed))
+    for scale in args.noise:
+        starts[noisy_name(scale)] = ds.standardizer.destandardize(z_ends + scale * noise)
     fresh_ends = last_checkpoints(cd.dataset_folder(args.fresh_dir))
     starts[FRESH_RUNS] = fresh_ends[torch.arange(args.num_models) % len(fresh_ends)]
     return starts, ds.description
+
+
+def noisy_name(scale):
+    return f"{TRAINING} + noise {scale:g}"
 
 
 def last_checkpoints(folder):
@@ -174,11 +187,16 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, nargs="+", default=[0.05, 0.2],
                    help="peak learning rates of the compressed schedule for every start but fresh init, which takes "
                         "the recipe's (default 0.05 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="base seed of the data order of network i (default 0)")
+    p.add_argument("--noise", type=float, nargs="+", default=[],
+                   help="also train the training checkpoints plus Gaussian noise of each of these scales (times each "
+                        "tensor's spread across the dataset, e.g. 0.25 0.5 1): the 'training weights + noise' control "
+                        "of Zeng et al. (2025); default none")
+    p.add_argument("--seed", type=int, default=0,
+                   help="base seed of the data order of network i and of the --noise draw (default 0)")
     common_flags(p, num_models=10, train_models=20)
     args = p.parse_args(argv)
-    if min(args.steps) < 1 or min(args.lr) <= 0:
-        p.error("--steps and --lr must be positive")
+    if min(args.steps) < 1 or min(args.lr) <= 0 or min(args.noise, default=1) <= 0:
+        p.error("--steps, --lr and --noise must be positive")
     return args
 
 

@@ -304,13 +304,14 @@ def test_finetune_trains_each_start_from_its_own_weights_and_resumes(dataset, fr
     save_generated(start, ds.layout, ds.tinynn_config, tmp_path / "start", dict(test=True), ds.description,
                    batchnorm="trained")
     args = ["-m", "experiments.finetune", "--checkpoint_dir", dataset, "--fresh_dir", fresh, "--steps", "2",
-            "--lr", "1e-9", "--start", f"swapped={tmp_path / 'start'}", *SMALL]
+            "--lr", "1e-9", "--start", f"swapped={tmp_path / 'start'}", "--noise", "0.5", *SMALL]
     run_script(*args)
     root = dataset / "finetune"
     rows = json.load(open(root / "finetune.json"))
     assert [r["models"] for r in rows] == ["training checkpoints", "fresh seeds", "generated: fresh init, 2 steps",
                                           "generated: swapped, 2 steps, lr 1e-09",
                                           "generated: training checkpoints, 2 steps, lr 1e-09",
+                                          "generated: training checkpoints + noise 0.5, 2 steps, lr 1e-09",
                                           "generated: fresh checkpoints, 2 steps, lr 1e-09"]
     assert all(r["n"] == 3 for r in rows[2:]) and 0 < rows[2]["run_share"] < 1
     not_bn_stats = torch.cat([torch.arange(s.offset, s.offset + s.numel) for s in ds.layout.slots
@@ -321,6 +322,11 @@ def test_finetune_trains_each_start_from_its_own_weights_and_resumes(dataset, fr
                             ("fresh_checkpoints_2_steps_lr_1e-09", fresh_ends[torch.tensor([0, 1, 0])])]:
         trained = load_checkpoint(root / group / "generated.pt", GENERATED_KIND)["weights"]
         assert torch.allclose(trained[:, not_bn_stats], expected[:, not_bn_stats], atol=1e-5)
+    # The noise control: the same runs' last weights, half a tensor's spread away in the dataset's space.
+    noisy = load_checkpoint(root / "training_checkpoints_+_noise_0.5_2_steps_lr_1e-09" / "generated.pt",
+                            GENERATED_KIND)["weights"]
+    offset = ds.standardizer.standardize(noisy) - ds.standardizer.standardize(ends[torch.tensor([0, 1, 0])])
+    assert offset[:, not_bn_stats].std().item() == pytest.approx(0.5, rel=0.05)
     fresh_init = load_checkpoint(root / "fresh_init_2_steps" / "generated.pt", GENERATED_KIND)["weights"]
     assert (fresh_init[:, not_bn_stats] - start[:, not_bn_stats]).abs().max() > 0.1
     # Each trained group is also held against the fresh checkpoints trained with its steps and rate.
@@ -335,7 +341,7 @@ def test_finetune_trains_each_start_from_its_own_weights_and_resumes(dataset, fr
     # Judged against other training checkpoints: every group evaluated again, none trained again.
     made = (root / "fresh_init_2_steps" / "generated.pt").stat().st_mtime_ns
     rejudged = run_script(*args, "--train_models", "2")
-    assert rejudged.stdout.count("$ python evaluate_generated.py") == 4
+    assert rejudged.stdout.count("$ python evaluate_generated.py") == 5
     assert (root / "fresh_init_2_steps" / "generated.pt").stat().st_mtime_ns == made
     for group in ["fresh_init_2_steps", "swapped_2_steps_lr_1e-09", "training_checkpoints_2_steps_lr_1e-09",
                   "fresh_checkpoints_2_steps_lr_1e-09"]:
