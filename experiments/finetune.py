@@ -8,15 +8,15 @@ networks, a group of experiments/midpoints.py, ...; its first --num_models netwo
 - training checkpoints: the last checkpoint of --num_models training runs (cycling through the
   runs when there are fewer), the control for what the steps do to a network the bar calls a copy;
 - fresh checkpoints: the last checkpoint of the runs of --fresh_dir (cycling the same way), the
-  control for what the steps do to a network the bar calls new;
-- with --noise S: the training checkpoints plus Gaussian noise of S times each tensor's spread
-  across the dataset (its aligned, standardised space, as evaluate_generated.py's "train + noise"
-  baselines; one noise draw for every S, so the scales differ only in size). Zeng et al. (2025)
-  found generators no better than training weights plus noise; this asks the same of a blend
-  trained on: does any perturbation of a copy, trained the same steps, become as new? Training on changes a network's
+  control for what the steps do to a network the bar calls new. Training on changes a network's
   mistakes (it anneals them), so a trained network is also held against the bar of the fresh
   networks trained the same way: "new_same_steps" counts the networks as accurate as --min_acc
   asks and within the 95th percentile of the max error overlap of those trained fresh networks.
+With --noise S, also the training checkpoints plus Gaussian noise of S times each tensor's spread
+across the dataset (its aligned, standardised space, as evaluate_generated.py's "train + noise"
+baselines; one noise draw for every S, so the scales differ only in size). Zeng et al. (2025) found
+generators no better than training weights plus noise; this asks the same of a blend trained on:
+does a random perturbation of a copy, trained the same steps, become as new and stay as accurate?
 Every start is trained for each S of --steps with the dataset's recipe compressed to S steps
 (warm-up and linear decay in proportion; tinynn_training.budget_config) at each peak rate of
 --lr (fresh init: the recipe's own), on the dataset's training images (never its validation
