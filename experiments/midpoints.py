@@ -4,11 +4,13 @@ and are they new networks by the fresh-seed bar?
 A generator that leaves its training modes has to put networks between runs; this measures
 what is there, with no learned model. From the generator's training split, --num_models pairs
 of checkpoints of two different runs are drawn, and each pair gives the network (1 - alpha) a +
-alpha b (alpha from --alpha, default 0.5: the midpoint). --match says how b's channels are
-aligned to a's: dataset (default): as the VAE sees them, every run matched to one reference run
-by weight matching; weights: b matched to a directly by weight matching; activations: by the
-correlation of the channels' outputs on --match_images training images (alignment.py). Groups,
-each written as a generated.pt and judged by evaluate_generated.py with --fresh_dir:
+alpha b (alpha from --alpha, default 0.5: the midpoint); with --runs_per_blend K > 2, K
+checkpoints of K different runs give their plain mean, each aligned to the first (further from
+every run than a midpoint). --match says how b's channels are aligned to a's: dataset
+(default): as the VAE sees them, every run matched to one reference run by weight matching;
+weights: b matched to a directly by weight matching; activations: by the correlation of the
+channels' outputs on --match_images training images (alignment.py). Groups, each written as a
+generated.pt and judged by evaluate_generated.py with --fresh_dir:
 - aligned, BN interpolated: the BatchNorm running statistics interpolated with the weights;
 - aligned, BN re-estimated: running statistics recomputed on --bn_images training images (the
   validation split and the test set are not used);
@@ -55,57 +57,68 @@ MATCHED = ("aligned, BN interpolated", "aligned, BN re-estimated", "crossed laye
 LATENT = "VAE latents, BN decoded"
 
 
-def checkpoint_pairs(ds, n, seed):
-    """n (row a, row b) pairs of ds.train checkpoints from two different runs."""
+def checkpoint_pairs(ds, n, seed, k=2):
+    """[n, k] rows of ds.train: n pairs (k-tuples) of checkpoints, each from k different runs."""
     runs = torch.tensor([r["run"] for r in ds.train_records])
+    if len(runs.unique()) < k:
+        raise CheckpointError(f"blends of {k} runs need {k} training runs; the generator split has "
+                              f"{len(runs.unique())}")
     gen = torch.Generator().manual_seed(seed)
     pairs = []
     while len(pairs) < n:
-        a, b = torch.randint(len(runs), (2,), generator=gen).tolist()
-        if runs[a] != runs[b]:
-            pairs.append((a, b))
-    return torch.tensor(pairs)
+        rows = torch.randint(len(runs), (k,), generator=gen)
+        if len(runs[rows].unique()) == k:
+            pairs.append(rows)
+    return torch.stack(pairs)
 
 
 def pair_weights(ds, pairs):
-    """[pairs, 2, numel]: each pair's two checkpoints in weight units (only their rows of ds.train)."""
-    return ds.standardizer.destandardize(ds.train[pairs.flatten()]).view(len(pairs), 2, -1)
+    """[pairs, k, numel]: each pair's (k-tuple's) checkpoints in weight units (only their rows of ds.train)."""
+    return ds.standardizer.destandardize(ds.train[pairs.flatten()]).view(*pairs.shape, -1)
 
 
 def match_pairs(w, ds, how, images):
-    """w [pairs, 2, numel] with each b's channels matched to its a's ("weights" or "activations"
-    on `images`, standardised), in place."""
+    """w [pairs, k, numel] with the channels of each pair's later members matched to its first's
+    ("weights" or "activations" on `images`, standardised), in place."""
     spec = permutation_spec(ds.tinynn_config)
     for pair in w:
-        a, b = pair
-        pair[1] = b[flat_index(match(a, b, ds.layout, ds.tinynn_config, spec, how, images), ds.layout, spec)]
+        for i in range(1, len(pair)):
+            pair[i] = pair[i][flat_index(match(pair[0], pair[i], ds.layout, ds.tinynn_config, spec, how, images),
+                                         ds.layout, spec)]
     return w
 
 
-def interpolate(w, alpha):
-    """Flat weights (1 - alpha) a + alpha b of each pair of w [pairs, 2, numel]."""
-    return (1 - alpha) * w[:, 0] + alpha * w[:, 1]
+def blend_coefficients(k, alpha):
+    """How much of each member a blend takes: (1 - alpha, alpha) for a pair, equal shares above."""
+    return torch.tensor([1 - alpha, alpha]) if k == 2 else torch.full((k,), 1 / k)
 
 
-def cross_layers(w, layout, alpha):
-    """Flat weights of each pair's (w [pairs, 2, numel]) first round((1 - alpha) * L) layers from
-    a and the others from b (L layers: layer_slots)."""
-    out = w[:, 1].clone()
+def interpolate(w, coef):
+    """Flat weights sum_i coef_i w_i of each pair of w [pairs, k, numel] ((1 - alpha) a + alpha b)."""
+    return torch.einsum("k,pkn->pn", coef.to(w.dtype), w)
+
+
+def cross_layers(w, layout, coef):
+    """Flat weights of each pair (w [pairs, k, numel]) whose L layers (layer_slots) come from its
+    members in turn, member i's block ending at layer round(L * (coef_0 + ... + coef_i)); for a
+    pair, the first round((1 - alpha) * L) layers from a and the others from b."""
+    out = w[:, -1].clone()
     layers = layer_slots(layout)
-    for slots in layers[:round((1 - alpha) * len(layers))]:
+    ends = [round(float(c) * len(layers)) for c in coef.cumsum(0)]
+    for j, slots in enumerate(layers):
+        member = next(i for i, end in enumerate(ends) if j < end)
         for s in slots:
-            out[:, s.offset:s.offset + s.numel] = w[:, 0, s.offset:s.offset + s.numel]
+            out[:, s.offset:s.offset + s.numel] = w[:, member, s.offset:s.offset + s.numel]
     return out
 
 
 @torch.no_grad()
-def latent_interpolate(vae, vae_std, ds, pairs, alpha):
-    """Flat weights the VAE decodes from (1 - alpha) mu_a + alpha mu_b, mu being its posterior
-    means of each pair's checkpoints (in its own standardisation)."""
-    mu = encode(vae, vae_std.standardize(pair_weights(ds, pairs).flatten(0, 1))).view(len(pairs), 2, -1)
+def latent_interpolate(vae, vae_std, ds, pairs, coef):
+    """Flat weights the VAE decodes from sum_i coef_i mu_i, mu being its posterior means of each
+    pair's checkpoints (in its own standardisation)."""
+    mu = encode(vae, vae_std.standardize(pair_weights(ds, pairs).flatten(0, 1))).view(*pairs.shape, -1)
     p = next(vae.parameters())
-    z = (1 - alpha) * mu[:, 0] + alpha * mu[:, 1]
-    return vae_std.destandardize(vae.decode(z.to(p.device, p.dtype)).cpu())
+    return vae_std.destandardize(vae.decode(interpolate(mu, coef).to(p.device, p.dtype)).cpu())
 
 
 def load_aligned_vae(path, ds):
@@ -137,7 +150,8 @@ def reestimate_bn(weights, ds, images_uint8, batch_size=500):
 
 def group_weights(folder, args):
     aligned, unaligned = WeightDataset(folder, align="weights"), WeightDataset(folder, align="none")
-    pairs = checkpoint_pairs(aligned, args.num_models, args.seed)  # same rows in both: same split seed
+    pairs = checkpoint_pairs(aligned, args.num_models, args.seed, args.runs_per_blend)  # same rows in both: same split
+    coef = blend_coefficients(args.runs_per_blend, args.alpha)
     data = load_cifar10(args.data_dir, download=not args.no_download)
     images = training_images(aligned.manifest, data, args.bn_images)
     if args.match == "dataset":
@@ -145,17 +159,17 @@ def group_weights(folder, args):
     else:
         w = match_pairs(pair_weights(unaligned, pairs), unaligned, args.match,
                         standardize(images[:args.match_images]))
-    mid = interpolate(w, args.alpha)
+    mid = interpolate(w, coef)
     clamp_running_var(mid, aligned.layout)
     weights = dict(zip(MATCHED, [mid, reestimate_bn(mid, aligned, images),
-                                 reestimate_bn(cross_layers(w, aligned.layout, args.alpha), aligned, images)]))
+                                 reestimate_bn(cross_layers(w, aligned.layout, coef), aligned, images)]))
     if args.match != "dataset":
         return aligned, weights
-    weights["unaligned, BN re-estimated"] = reestimate_bn(interpolate(pair_weights(unaligned, pairs), args.alpha),
+    weights["unaligned, BN re-estimated"] = reestimate_bn(interpolate(pair_weights(unaligned, pairs), coef),
                                                           unaligned, images)
     weights["endpoints, BN re-estimated"] = reestimate_bn(w[:, 0], aligned, images)
     if args.vae_path:
-        decoded = latent_interpolate(*load_aligned_vae(args.vae_path, aligned), aligned, pairs, args.alpha)
+        decoded = latent_interpolate(*load_aligned_vae(args.vae_path, aligned), aligned, pairs, coef)
         clamp_running_var(decoded, aligned.layout)
         weights[LATENT] = decoded
     return aligned, weights
@@ -163,10 +177,12 @@ def group_weights(folder, args):
 
 def main(args):
     folder = cd.dataset_folder(args.checkpoint_dir)
-    root = os.path.join(folder, "midpoints" if args.match == "dataset" else f"midpoints_{args.match}")
+    root = os.path.join(folder, "midpoints" + ("" if args.match == "dataset" else f"_{args.match}")
+                        + ("" if args.runs_per_blend == 2 else f"_{args.runs_per_blend}runs"))
     groups = MATCHED if args.match != "dataset" else GROUPS + ((LATENT,) if args.vae_path else ())
     outs = {g: os.path.join(root, g.replace(", ", "_").replace(" ", "_").replace("-", "")) for g in groups}
-    sources = {g: dict(experiment="midpoints", group=g, alpha=args.alpha, pairs_seed=args.seed,
+    sources = {g: dict(experiment="midpoints", group=g, alpha=args.alpha, runs_per_blend=args.runs_per_blend,
+                       pairs_seed=args.seed,
                        bn_images=args.bn_images, vae_path=args.vae_path, match=args.match,
                        match_images=args.match_images if args.match == "activations" else None) for g in groups}
     stale = [g for g in groups if not made_with(outs[g], sources[g], args.num_models)]
@@ -179,8 +195,8 @@ def main(args):
     for group, out in outs.items():
         reports.append((group, judge(out, args, args.fresh_dir)))
     out = os.path.join(root, "midpoints")
-    write_table(out, f"Networks between runs: alpha {args.alpha}, {args.num_models} pairs of checkpoints of two "
-                f"runs, matched by {args.match}; bar {reports[0][1]['new_bar']:.3f} (fresh set {args.fresh_dir})",
+    write_table(out, f"Networks between runs: alpha {args.alpha}, {args.num_models} blends of checkpoints of "
+                f"{args.runs_per_blend} runs, matched by {args.match}; bar {reports[0][1]['new_bar']:.3f} (fresh set {args.fresh_dir})",
                 REPORT_COLUMNS, report_rows(args.checkpoint_dir, reports))
     plot_overlap_scatter({args.checkpoint_dir: reports}, out + ".png")
 
@@ -190,6 +206,10 @@ def parse_args(argv=None):
     p.add_argument("--fresh_dir", required=True, help="fresh-seed checkpoint dataset (evaluate_generated.py)")
     p.add_argument("--alpha", type=float, default=0.5, help="where between the two runs (default 0.5, the midpoint; "
                                                              "crossed layers: the share of layers from the second)")
+    p.add_argument("--runs_per_blend", type=int, default=2,
+                   help="checkpoints of this many different runs in each network (default 2: pairs); above 2 a "
+                        "blend is their plain mean (--alpha 0.5 only), crossed layers take a block of layers from "
+                        "each in turn, and the groups go to midpoints*_Kruns/")
     p.add_argument("--bn_images", type=int, default=5000, help="training images for BatchNorm statistics "
                                                                 "(default 5000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pair draw (default 0)")
@@ -204,6 +224,8 @@ def parse_args(argv=None):
                         "interpolations (default: none)")
     common_flags(p)
     args = p.parse_args(argv)
+    if args.runs_per_blend < 2 or (args.runs_per_blend > 2 and args.alpha != 0.5):
+        p.error("--runs_per_blend must be 2 or more, and above 2 the blend is the plain mean: leave --alpha at 0.5")
     if args.vae_path and args.match != "dataset":
         p.error("--vae_path interpolates in the VAE's latent space, which has the dataset's alignment: use "
                 "--match dataset")

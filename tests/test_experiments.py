@@ -7,15 +7,15 @@ import torch
 from baselines import distinct, nearest_within, span_shares
 from checkpoint_dataset import load_run
 from cifar10 import standardize
-from conftest import DATA_DIR, TEST_IMAGES, TINY, TINY_VAE_FLAGS, private_copy, run_script
-from model_io import GENERATED_KIND, VAE_KIND, load_checkpoint, save_generated
+from conftest import DATA_DIR, TEST_IMAGES, TINY, TINY_VAE_FLAGS, gen, private_copy, run_script
+from model_io import GENERATED_KIND, VAE_KIND, CheckpointError, load_checkpoint, save_generated
 from tinynn import clamp_running_var, layer_slots, model_from_flat
 from tinynn_training import RunTrainer, TrainConfig, budget_config, evaluate_flat
 from vae_model import WeightVAE, load_vae
 from weight_dataset import WeightDataset
 
-from experiments.midpoints import (GROUPS, LATENT, MATCHED, checkpoint_pairs, cross_layers, latent_interpolate,
-                                  match_pairs, pair_weights, reestimate_bn)
+from experiments.midpoints import (GROUPS, LATENT, MATCHED, blend_coefficients, checkpoint_pairs, cross_layers,
+                                  interpolate, latent_interpolate, match_pairs, pair_weights, reestimate_bn)
 from experiments.novelty import novelty_rows
 
 SMALL = ["--num_models", "3", "--train_models", "3", "--test_images", TEST_IMAGES, "--data_dir", DATA_DIR,
@@ -210,28 +210,64 @@ def test_crossed_layers_take_the_first_layers_from_one_run_and_the_rest_from_the
     assert len(layers) == 7 and layers[0][0].name == "features.0.0.weight" and layers[-1][0].name == "head.weight"
     pairs = checkpoint_pairs(ds, 2, seed=0)
     w = ds.standardizer.destandardize(ds.train)
-    crossed = cross_layers(pair_weights(ds, pairs), ds.layout, 0.5)  # round(3.5): four layers from a, three from b
+    crossed = cross_layers(pair_weights(ds, pairs), ds.layout, blend_coefficients(2, 0.5))  # round(3.5): 4 from a
     cut = layers[4][0].offset
     assert torch.equal(crossed[:, :cut], w[pairs[:, 0], :cut])
     assert torch.equal(crossed[:, cut:], w[pairs[:, 1], cut:])
 
 
-def test_matching_a_pair_maps_a_permuted_copy_back_onto_its_first(dataset, cifar):
+def test_blends_of_three_take_equal_shares_and_a_block_of_layers_from_each_in_turn(dataset):
+    ds = WeightDataset(str(dataset))
+    w = ds.standardizer.destandardize(ds.train[:6]).view(2, 3, -1)
+    coef = blend_coefficients(3, 0.5)
+    assert coef.tolist() == pytest.approx([1 / 3] * 3)
+    assert torch.allclose(interpolate(w, coef), w.mean(1), atol=1e-6)
+    crossed, layers = cross_layers(w, ds.layout, coef), layer_slots(ds.layout)
+    cuts = [0, layers[2][0].offset, layers[5][0].offset, ds.layout.numel]  # round(7/3) = 2, round(14/3) = 5
+    for member in range(3):
+        assert torch.equal(crossed[:, cuts[member]:cuts[member + 1]], w[:, member, cuts[member]:cuts[member + 1]])
+    with pytest.raises(CheckpointError, match="need 3 training runs"):
+        checkpoint_pairs(ds, 2, seed=0, k=3)  # the tiny dataset has two
+
+
+def test_midpoints_blend_three_runs_each_matched_to_the_first(tiny_dataset, fresh, tmp_path):
+    import shutil
+    three = tmp_path / "three"
+    shutil.copytree(tiny_dataset, three)
+    gen(three, "--runs", "3")  # one more run
+    ds = WeightDataset(str(three))
+    runs = torch.tensor([r["run"] for r in ds.train_records])
+    assert all(len(runs[t].unique()) == 3 for t in checkpoint_pairs(ds, 5, seed=0, k=3))
+    run_script("-m", "experiments.midpoints", "--checkpoint_dir", three, "--fresh_dir", fresh, "--runs_per_blend", "3",
+               "--bn_images", "500", "--match", "activations", "--match_images", "200", *SMALL)
+    root = three / "midpoints_activations_3runs"
+    rows = json.load(open(root / "midpoints.json"))
+    assert [r["models"] for r in rows] == ["training checkpoints", "fresh seeds"] + [f"generated: {g}" for g in MATCHED]
+    report = json.load(open(root / "aligned_BN_interpolated" / "report.json"))
+    assert report["source"]["runs_per_blend"] == 3 and len(report["per_model"]["generated"]["accuracy"]) == 3
+    refused = run_script("-m", "experiments.midpoints", "--checkpoint_dir", three, "--fresh_dir", fresh,
+                         "--runs_per_blend", "3", "--alpha", "0.3", *SMALL, check=False)
+    assert refused.returncode == 2 and "--alpha" in refused.stderr
+
+
+def test_matching_maps_permuted_copies_back_onto_the_first(dataset, cifar):
     from alignment import block_outputs, flat_index, permutation_spec
     ds = WeightDataset(str(dataset), align=False)
     spec = permutation_spec(ds.tinynn_config)
     g = torch.Generator().manual_seed(0)
     shapes = {s.name: s.shape for s in ds.layout.slots}
-    perms = [torch.randperm(shapes[layer["conv"]][0], generator=g) for layer in spec]
     a = ds.standardizer.destandardize(ds.train[:1])[0]
-    w = torch.stack([a, a[flat_index(perms, ds.layout, spec)]])[None]
-    assert not torch.equal(w[0, 1], a)
-    assert torch.equal(match_pairs(w.clone(), ds, "weights", None)[0, 1], a)
-    matched = match_pairs(w.clone(), ds, "activations", standardize(cifar.train_images[:100]))[0, 1]
+    copies = [a[flat_index([torch.randperm(shapes[layer["conv"]][0], generator=g) for layer in spec], ds.layout,
+                           spec)] for _ in range(2)]
+    w = torch.stack([a, *copies])[None]  # a blend of three: both later members matched to the first
+    assert not torch.equal(w[0, 1], a) and not torch.equal(w[0, 2], w[0, 1])
+    assert all(torch.equal(m, a) for m in match_pairs(w.clone(), ds, "weights", None)[0, 1:])
+    matched = match_pairs(w.clone(), ds, "activations", standardize(cifar.train_images[:100]))[0, 1:]
     x = standardize(cifar.train_images[100:200])  # channel by channel, the same outputs as a's
-    outputs = [block_outputs(v, ds.layout, ds.tinynn_config, x) for v in (matched, a)]
-    for m, r in zip(*outputs):
-        torch.testing.assert_close(m, r, rtol=1e-4, atol=1e-4)
+    for copy in matched:
+        outputs = [block_outputs(v, ds.layout, ds.tinynn_config, x) for v in (copy, a)]
+        for m, r in zip(*outputs):
+            torch.testing.assert_close(m, r, rtol=1e-4, atol=1e-4)
 
 
 def test_latent_interpolation_decodes_the_mixed_posterior_means(dataset):
@@ -243,7 +279,8 @@ def test_latent_interpolation_decodes_the_mixed_posterior_means(dataset):
     with torch.no_grad():
         mu = [vae.encode(ds.standardizer.standardize(w[pairs[:, i]]))[0] for i in (0, 1)]
         expected = ds.standardizer.destandardize(vae.decode(0.7 * mu[0] + 0.3 * mu[1]))
-    assert torch.allclose(latent_interpolate(vae, ds.standardizer, ds, pairs, 0.3), expected, atol=1e-5)
+    assert torch.allclose(latent_interpolate(vae, ds.standardizer, ds, pairs, blend_coefficients(2, 0.3)), expected,
+                          atol=1e-5)
 
 
 def test_reestimated_batchnorm_holds_the_statistics_of_the_images(dataset, cifar):
