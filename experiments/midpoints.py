@@ -61,7 +61,7 @@ def checkpoint_pairs(ds, n, seed, k=2):
     """[n, k] rows of ds.train: n pairs (k-tuples) of checkpoints, each from k different runs."""
     runs = torch.tensor([r["run"] for r in ds.train_records])
     if len(runs.unique()) < k:
-        raise CheckpointError(f"blends of {k} runs need {k} training runs; the generator split has "
+        raise cd.DatasetError(f"blends of {k} runs need {k} training runs; the generator split has "
                               f"{len(runs.unique())}")
     gen = torch.Generator().manual_seed(seed)
     pairs = []

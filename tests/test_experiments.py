@@ -1,14 +1,15 @@
 """The experiment scripts end to end at a tiny size, and the copy shares on a hand-made report."""
 import json
+import shutil
 
 import pytest
 import torch
 
 from baselines import distinct, nearest_within, span_shares
-from checkpoint_dataset import load_run
+from checkpoint_dataset import DatasetError, load_run
 from cifar10 import standardize
 from conftest import DATA_DIR, TEST_IMAGES, TINY, TINY_VAE_FLAGS, gen, private_copy, run_script
-from model_io import GENERATED_KIND, VAE_KIND, CheckpointError, load_checkpoint, save_generated
+from model_io import GENERATED_KIND, VAE_KIND, load_checkpoint, save_generated
 from tinynn import clamp_running_var, layer_slots, model_from_flat
 from tinynn_training import RunTrainer, TrainConfig, budget_config, evaluate_flat
 from vae_model import WeightVAE, load_vae
@@ -226,12 +227,11 @@ def test_blends_of_three_take_equal_shares_and_a_block_of_layers_from_each_in_tu
     cuts = [0, layers[2][0].offset, layers[5][0].offset, ds.layout.numel]  # round(7/3) = 2, round(14/3) = 5
     for member in range(3):
         assert torch.equal(crossed[:, cuts[member]:cuts[member + 1]], w[:, member, cuts[member]:cuts[member + 1]])
-    with pytest.raises(CheckpointError, match="need 3 training runs"):
+    with pytest.raises(DatasetError, match="need 3 training runs"):
         checkpoint_pairs(ds, 2, seed=0, k=3)  # the tiny dataset has two
 
 
 def test_midpoints_blend_three_runs_each_matched_to_the_first(tiny_dataset, fresh, tmp_path):
-    import shutil
     three = tmp_path / "three"
     shutil.copytree(tiny_dataset, three)
     gen(three, "--runs", "3")  # one more run
