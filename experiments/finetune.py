@@ -26,6 +26,8 @@ group is written as a generated.pt and judged by evaluate_generated.py with --fr
 checkpoints/NAME/finetune/ (finetune_seedS/ for --seed S > 0): a folder per group, finetune.md/.json
 (the table; "run_share" is S against the median SGD steps of the dataset's runs) and finetune.png
 (accuracy against max error overlap). A group already made with the same settings is not made again.
+With --pool, each group is also pooled with the same group of other data orders (--seed) and
+judged by one bar from all their trained fresh checkpoints: checkpoints/NAME/finetune_pooled.md/.json.
 
     python -m experiments.midpoints --checkpoint_dir Toy_CNN --fresh_dir Toy_CNN_fresh --match activations
     python -m experiments.finetune --checkpoint_dir Toy_CNN --fresh_dir Toy_CNN_fresh --steps 40 100 \\
@@ -33,6 +35,7 @@ checkpoints/NAME/finetune/ (finetune_seedS/ for --seed S > 0): a folder per grou
         --start generated=checkpoints/Toy_CNN/diffusion_latent/samples_ddim_50_seed0
 """
 import argparse
+import json
 import os
 import statistics
 
@@ -126,14 +129,14 @@ def main(args):
     folder = cd.dataset_folder(args.checkpoint_dir)
     manifest = cd.load_manifest(folder)
     layout, tinynn_config = FlatLayout.from_json(manifest["layout"]), manifest["tinynn"]
-    root = os.path.join(folder, "finetune" if args.seed == 0 else f"finetune_seed{args.seed}")
+    root = seed_root(folder, args.seed)
     starts, description = start_weights(args, folder)
     seeds, device = network_seeds(args), pick_device(args.device)
     recipe, x, y, run_steps = recipe_and_data(manifest, args)
     x, y = x.to(device), y.to(device)  # once, not once a network
     reports = []
     for group, start, steps, lr in group_plan(starts, args):
-        out = os.path.join(root, group.replace(", ", "_").replace(" ", "_"))
+        out = os.path.join(root, group_folder(group))
         path = args.fresh_dir if start == FRESH_RUNS else dict(args.start).get(start)
         source = dict(experiment="finetune", start=start, start_path=path, steps=steps, lr=lr, seed=args.seed)
         if not made_with(out, source, args.num_models):
@@ -145,6 +148,16 @@ def main(args):
             save_group(w, layout, tinynn_config, out, source, description, batchnorm="trained")
         reports.append((group, judge(out, args, args.fresh_dir)))
     write_results(os.path.join(root, "finetune"), reports, run_steps, args)
+    if args.pool:
+        write_pooled(folder, reports, args)
+
+
+def seed_root(folder, seed):
+    return os.path.join(folder, "finetune" if seed == 0 else f"finetune_seed{seed}")
+
+
+def group_folder(group):
+    return group.replace(", ", "_").replace(" ", "_")
 
 
 def write_results(out, reports, run_steps, args):
@@ -170,6 +183,60 @@ def same_steps_bars(reports):
             for _, r in reports if r["source"]["start"] == FRESH_RUNS}
 
 
+def write_pooled(folder, reports, args):
+    """finetune_pooled.md/.json in the dataset folder: each group of this run pooled with the same
+    group (start, steps, rate) of every --pool seed that has made it, and judged by one bar from
+    all of their trained fresh checkpoints together (the 95th percentile of 10 networks moves with
+    the data order; of 50 or 100 it holds still)."""
+    seeds = sorted(set(args.pool) | {args.seed})
+    pooled = {group: pooled_reports(folder, seeds, group, report) for group, report in reports}
+    bars = {}
+    for group, found in pooled.items():
+        if found[0]["source"]["start"] == FRESH_RUNS:
+            bars[(found[0]["source"]["steps"], found[0]["source"]["lr"])] = new_network_bar(
+                [o for r in found for o in r["per_model"]["generated"]["max_error_overlap"]])
+    rows = []
+    for group, found in pooled.items():
+        acc = [a for r in found for a in r["per_model"]["generated"]["accuracy"]]
+        overlap = [o for r in found for o in r["per_model"]["generated"]["max_error_overlap"]]
+        bar = bars.get((found[0]["source"]["steps"], found[0]["source"]["lr"]))
+        min_acc, plain_bar = found[0]["min_acc"], found[0]["new_bar"]
+        rows.append(dict(models=group, seeds=" ".join(str(r["source"]["seed"]) for r in found), n=len(acc),
+                         acc_mean=statistics.mean(acc), acc_min=min(acc),
+                         above_min_acc=sum(a >= min_acc for a in acc) / len(acc),
+                         new=sum(is_new(a, o, min_acc, plain_bar) for a, o in zip(acc, overlap)) / len(acc),
+                         new_same_steps="-" if bar is None or group.startswith(FRESH_INIT) else
+                         sum(is_new(a, o, min_acc, bar) for a, o in zip(acc, overlap)) / len(acc),
+                         bar_same_steps="-" if bar is None else bar, max_overlap=statistics.median(overlap)))
+    write_table(os.path.join(folder, "finetune_pooled"),
+                f"Networks trained on for a few steps, pooled over the data orders (--seed) {' '.join(map(str, seeds))}"
+                f" of {args.checkpoint_dir}; bar {reports[0][1]['new_bar']:.3f} (fresh set {args.fresh_dir}); "
+                f"bar_same_steps: all the fresh checkpoints trained with the same steps and rate", list(rows[0]), rows)
+
+
+def pooled_reports(folder, seeds, group, report):
+    """The report of `group` in each of `seeds` that has made it (this run's own included); each
+    judged as this run's is, or the pool would mix bars."""
+    found = []
+    for seed in seeds:
+        path = os.path.join(seed_root(folder, seed), group_folder(group), "report.json")
+        if seed != report["source"]["seed"] and not os.path.exists(path):
+            continue
+        other = report if seed == report["source"]["seed"] else json.load(open(path))
+        if other["judged_with"] != report["judged_with"]:
+            raise cd.DatasetError(f"{path} was judged with {other['judged_with']}, not {report['judged_with']}: "
+                                  f"rerun --seed {seed} with this run's --fresh_dir and --train_models first")
+        if without_seed(other["source"]) != without_seed(report["source"]):
+            raise cd.DatasetError(f"{path} was made from {other['source']['start_path']}, this run's {group!r} from "
+                                  f"{report['source']['start_path']}: name the starts apart")
+        found.append(other)
+    return found
+
+
+def without_seed(source):
+    return {k: v for k, v in source.items() if k != "seed"}
+
+
 def new_share(report, bar):
     """The share of a group's networks new by `bar` (and as accurate as the dataset's min_acc)."""
     g = report["per_model"]["generated"]
@@ -193,6 +260,10 @@ def parse_args(argv=None):
                         "of Zeng et al. (2025); default none")
     p.add_argument("--seed", type=int, default=0,
                    help="base seed of the data order of network i and of the --noise draw (default 0)")
+    p.add_argument("--pool", type=int, nargs="+", default=[],
+                   help="also pool each group with the same group made with these --seed values (those made so "
+                        "far) and judge them by one bar from all their trained fresh checkpoints: "
+                        "checkpoints/NAME/finetune_pooled.md/.json (default: no pooling)")
     common_flags(p, num_models=10, train_models=20)
     args = p.parse_args(argv)
     if min(args.steps) < 1 or min(args.lr) <= 0 or min(args.noise, default=1) <= 0:

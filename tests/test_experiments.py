@@ -380,7 +380,29 @@ def test_finetune_trains_each_start_from_its_own_weights_and_resumes(dataset, fr
     rejudged = run_script(*args, "--train_models", "2")
     assert rejudged.stdout.count("$ python evaluate_generated.py") == 5
     assert (root / "fresh_init_2_steps" / "generated.pt").stat().st_mtime_ns == made
-    for group in ["fresh_init_2_steps", "swapped_2_steps_lr_1e-09", "training_checkpoints_2_steps_lr_1e-09",
-                  "fresh_checkpoints_2_steps_lr_1e-09"]:
+    groups = ["fresh_init_2_steps", "swapped_2_steps_lr_1e-09", "training_checkpoints_2_steps_lr_1e-09",
+              "training_checkpoints_+_noise_0.5_2_steps_lr_1e-09", "fresh_checkpoints_2_steps_lr_1e-09"]
+    for group in groups:
         report = json.load(open(root / group / "report.json"))
         assert len(report["training_checkpoints"]) == 2 and report["judged_with"]["train_models"] == 2
+    # A second data order pooled with the first: every group twice as large, one bar from both orders' fresh runs.
+    run_script(*args, "--train_models", "2", "--seed", "1", "--pool", "0")
+    pooled = json.load(open(dataset / "finetune_pooled.json"))
+    assert [r["models"] for r in pooled] == [r["models"][len("generated: "):] for r in rows[2:]]
+    assert all(r["n"] == 6 and r["seeds"] == "0 1" for r in pooled)
+    reports = {(g, s): json.load(open(dataset / folder / g / "report.json"))
+               for g in groups for s, folder in [(0, "finetune"), (1, "finetune_seed1")]}
+    fresh_overlaps = [o for s in (0, 1) for o in
+                      reports[("fresh_checkpoints_2_steps_lr_1e-09", s)]["per_model"]["generated"]["max_error_overlap"]]
+    bar = float(torch.quantile(torch.tensor(fresh_overlaps, dtype=torch.float64), 0.95))
+    for row, group in zip(pooled, groups):
+        per = [reports[(group, s)]["per_model"]["generated"] for s in (0, 1)]
+        acc, overlap = [a for p in per for a in p["accuracy"]], [o for p in per for o in p["max_error_overlap"]]
+        assert row["acc_mean"] == pytest.approx(sum(acc) / 6)
+        if group != "fresh_init_2_steps":
+            min_acc = reports[(group, 0)]["min_acc"]
+            assert row["bar_same_steps"] == pytest.approx(bar)
+            assert row["new_same_steps"] == pytest.approx(sum(a >= min_acc and o <= bar for a, o in zip(acc, overlap)) / 6)
+    # Orders judged against other training checkpoints are not pooled: one bar, one judgement.
+    mixed = run_script(*args, "--seed", "1", "--pool", "0", check=False)  # --train_models 3 here, 2 in order 0
+    assert mixed.returncode == 1 and "judged with" in mixed.stderr and "Traceback" not in mixed.stderr
