@@ -189,29 +189,31 @@ def write_pooled(folder, reports, args):
     all of their trained fresh checkpoints together (the 95th percentile of 10 networks moves with
     the data order; of 50 or 100 it holds still)."""
     seeds = sorted(set(args.pool) | {args.seed})
-    pooled = {group: pooled_reports(folder, seeds, group, report) for group, report in reports}
-    bars = {}
-    for group, found in pooled.items():
-        if found[0]["source"]["start"] == FRESH_RUNS:
-            bars[(found[0]["source"]["steps"], found[0]["source"]["lr"])] = new_network_bar(
-                [o for r in found for o in r["per_model"]["generated"]["max_error_overlap"]])
-    rows = []
-    for group, found in pooled.items():
-        acc = [a for r in found for a in r["per_model"]["generated"]["accuracy"]]
-        overlap = [o for r in found for o in r["per_model"]["generated"]["max_error_overlap"]]
-        bar = bars.get((found[0]["source"]["steps"], found[0]["source"]["lr"]))
-        min_acc, plain_bar = found[0]["min_acc"], found[0]["new_bar"]
-        rows.append(dict(models=group, seeds=" ".join(str(r["source"]["seed"]) for r in found), n=len(acc),
-                         acc_mean=statistics.mean(acc), acc_min=min(acc),
-                         above_min_acc=sum(a >= min_acc for a in acc) / len(acc),
-                         new=sum(is_new(a, o, min_acc, plain_bar) for a, o in zip(acc, overlap)) / len(acc),
-                         new_same_steps="-" if bar is None or group.startswith(FRESH_INIT) else
-                         sum(is_new(a, o, min_acc, bar) for a, o in zip(acc, overlap)) / len(acc),
-                         bar_same_steps="-" if bar is None else bar, max_overlap=statistics.median(overlap)))
+    merged = [(group, merged_report(pooled_reports(folder, seeds, group, report))) for group, report in reports]
+    bars = same_steps_bars(merged)
+    rows = [pooled_row(group, report, bars.get((report["source"]["steps"], report["source"]["lr"])))
+            for group, report in merged]
     write_table(os.path.join(folder, "finetune_pooled"),
                 f"Networks trained on for a few steps, pooled over the data orders (--seed) {' '.join(map(str, seeds))}"
                 f" of {args.checkpoint_dir}; bar {reports[0][1]['new_bar']:.3f} (fresh set {args.fresh_dir}); "
                 f"bar_same_steps: all the fresh checkpoints trained with the same steps and rate", list(rows[0]), rows)
+
+
+def merged_report(found):
+    """The reports of one group in several data orders as one: their networks' figures end to end."""
+    per = [r["per_model"]["generated"] for r in found]
+    return dict(source=found[0]["source"], min_acc=found[0]["min_acc"], new_bar=found[0]["new_bar"],
+                seeds=[r["source"]["seed"] for r in found],
+                per_model=dict(generated={k: [x for p in per for x in p[k]] for k in ("accuracy", "max_error_overlap")}))
+
+
+def pooled_row(group, report, bar):
+    acc = report["per_model"]["generated"]["accuracy"]
+    return dict(models=group, seeds=" ".join(map(str, report["seeds"])), n=len(acc), acc_mean=statistics.mean(acc),
+                acc_min=min(acc), above_min_acc=sum(a >= report["min_acc"] for a in acc) / len(acc),
+                new=new_share(report, report["new_bar"]), new_same_steps="-" if bar is None else new_share(report, bar),
+                bar_same_steps="-" if bar is None else bar,
+                max_overlap=statistics.median(report["per_model"]["generated"]["max_error_overlap"]))
 
 
 def pooled_reports(folder, seeds, group, report):
