@@ -202,9 +202,9 @@ def write_pooled(folder, reports, args):
 def merged_report(found):
     """The reports of one group in several data orders as one: their networks' figures end to end."""
     per = [r["per_model"]["generated"] for r in found]
+    joined = {k: [x for p in per for x in p[k]] for k in ("accuracy", "max_error_overlap")}
     return dict(source=found[0]["source"], min_acc=found[0]["min_acc"], new_bar=found[0]["new_bar"],
-                seeds=[r["source"]["seed"] for r in found],
-                per_model=dict(generated={k: [x for p in per for x in p[k]] for k in ("accuracy", "max_error_overlap")}))
+                seeds=[r["source"]["seed"] for r in found], per_model=dict(generated=joined))
 
 
 def pooled_row(group, report, bar):
@@ -222,9 +222,12 @@ def pooled_reports(folder, seeds, group, report):
     found = []
     for seed in seeds:
         path = os.path.join(seed_root(folder, seed), group_folder(group), "report.json")
-        if seed != report["source"]["seed"] and not os.path.exists(path):
+        if seed == report["source"]["seed"]:
+            found.append(report)
             continue
-        other = report if seed == report["source"]["seed"] else json.load(open(path))
+        if not os.path.exists(path):
+            continue
+        other = json.load(open(path))
         if other["judged_with"] != report["judged_with"]:
             raise cd.DatasetError(f"{path} was judged with {other['judged_with']}, not {report['judged_with']}: "
                                   f"rerun --seed {seed} with this run's --fresh_dir and --train_models first")

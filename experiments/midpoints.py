@@ -182,8 +182,7 @@ def main(args):
     groups = MATCHED if args.match != "dataset" else GROUPS + ((LATENT,) if args.vae_path else ())
     outs = {g: os.path.join(root, g.replace(", ", "_").replace(" ", "_").replace("-", "")) for g in groups}
     sources = {g: dict(experiment="midpoints", group=g, alpha=args.alpha, runs_per_blend=args.runs_per_blend,
-                       pairs_seed=args.seed,
-                       bn_images=args.bn_images, vae_path=args.vae_path, match=args.match,
+                       pairs_seed=args.seed, bn_images=args.bn_images, vae_path=args.vae_path, match=args.match,
                        match_images=args.match_images if args.match == "activations" else None) for g in groups}
     stale = [g for g in groups if not made_with(outs[g], sources[g], args.num_models)]
     if stale:
@@ -196,7 +195,8 @@ def main(args):
         reports.append((group, judge(out, args, args.fresh_dir)))
     out = os.path.join(root, "midpoints")
     write_table(out, f"Networks between runs: alpha {args.alpha}, {args.num_models} blends of checkpoints of "
-                f"{args.runs_per_blend} runs, matched by {args.match}; bar {reports[0][1]['new_bar']:.3f} (fresh set {args.fresh_dir})",
+                f"{args.runs_per_blend} runs, matched by {args.match}; bar {reports[0][1]['new_bar']:.3f} "
+                f"(fresh set {args.fresh_dir})",
                 REPORT_COLUMNS, report_rows(args.checkpoint_dir, reports))
     plot_overlap_scatter({args.checkpoint_dir: reports}, out + ".png")
 

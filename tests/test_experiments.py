@@ -402,7 +402,8 @@ def test_finetune_trains_each_start_from_its_own_weights_and_resumes(dataset, fr
         if group != "fresh_init_2_steps":
             min_acc = reports[(group, 0)]["min_acc"]
             assert row["bar_same_steps"] == pytest.approx(bar)
-            assert row["new_same_steps"] == pytest.approx(sum(a >= min_acc and o <= bar for a, o in zip(acc, overlap)) / 6)
+            new = sum(a >= min_acc and o <= bar for a, o in zip(acc, overlap))
+            assert row["new_same_steps"] == pytest.approx(new / 6)
     # Orders judged against other training checkpoints are not pooled: one bar, one judgement.
     mixed = run_script(*args, "--seed", "1", "--pool", "0", check=False)  # --train_models 3 here, 2 in order 0
     assert mixed.returncode == 1 and "judged with" in mixed.stderr and "Traceback" not in mixed.stderr
