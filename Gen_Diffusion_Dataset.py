@@ -40,12 +40,16 @@ from tinynn_training import RunTrainer, TrainConfig, evaluate, run_seed
 GPU_POPULATION = 32
 
 
+def model_config(args):
+    """TinyNN's constructor arguments for this dataset (--widths)."""
+    return dict(TINYNN_DEFAULTS, widths=list(args.widths))
+
+
 def dataset_settings(args):
     """Everything that decides what a run produces; a restart must match it."""
-    model_config = dict(TINYNN_DEFAULTS, widths=list(TINYNN_DEFAULTS["widths"]))
-    layout = FlatLayout.of(TinyNN(**model_config))
+    layout = FlatLayout.of(TinyNN(**model_config(args)))
     return dict(
-        tinynn=model_config, n_params=layout.numel, layout=layout.to_json(),
+        tinynn=model_config(args), n_params=layout.numel, layout=layout.to_json(),
         train_config=TrainConfig.from_args(args).to_json(), augment=asdict(AUGMENTATIONS[args.augment]),
         data=dict(dataset="CIFAR-10", val_size=args.val_size, val_seed=args.seed, train_size=args.train_size,
                   accuracy="val_acc: top-1 accuracy on val_size training images held out of training "
@@ -123,7 +127,7 @@ def generate_run(run_id, args, split, device, position=0):
     """Train one run on its own and return (run record, stacked flat weights of its checkpoints)."""
     (x, y), (val_x, val_y) = split
     seed = run_seed(args.seed, run_id)
-    run = RunTrainer(x, y, seed, train_config=TrainConfig.from_args(args), device=device)
+    run = RunTrainer(x, y, seed, model_config(args), TrainConfig.from_args(args), device=device)
     selection = Selection(run_id, seed, args, run.steps_per_epoch)
     layout = FlatLayout.of(run.model)
     bar = tqdm(total=args.ckpts_per_run, desc=f"run {run_id}", position=position, leave=False,
@@ -143,8 +147,8 @@ def generate_population(run_ids, args, split, device):
     """Train the runs --population at a time in one process (PopulationTrainer), a new run taking
     the place of each one that finishes; yields (run record, weights) as each run finishes."""
     (x, y), (val_x, val_y) = split
-    pop = PopulationTrainer(x, y, train_config=TrainConfig.from_args(args), device=device)
-    layout = FlatLayout.of(TinyNN(**TINYNN_DEFAULTS))
+    pop = PopulationTrainer(x, y, model_config(args), TrainConfig.from_args(args), device=device)
+    layout = FlatLayout.of(TinyNN(**model_config(args)))
     pending, selections, looks = list(run_ids), [], []  # selections[i], looks[i]: of pop.runs[i]
     bar = tqdm(total=len(run_ids) * args.ckpts_per_run, desc=f"population of {args.population}", position=1,
                leave=False, unit="ckpt", disable=args.quiet)
@@ -309,6 +313,9 @@ def parse_args(argv=None):
                         "reached --min_acc says so (default 60)")
     p.add_argument("--save_every", type=int, default=6,
                    help="SGD steps between checkpoints, so that they differ (default 6)")
+    p.add_argument("--widths", type=int, nargs=3, default=TINYNN_DEFAULTS["widths"], metavar=("W0", "W1", "W2"),
+                   help="TinyNN's channels in its three stages (default %s); wider networks are more nearly "
+                        "linearly connected once aligned, and slower to train" % " ".join(map(str, TINYNN_DEFAULTS["widths"])))
     TrainConfig.add_flags(p)  # the training recipe: --epochs, --batch_size, --lr, --weight_decay, ...
     p.add_argument("--val_size", type=int, default=2000,
                    help="training images held out to measure checkpoint accuracy (default 2000)")

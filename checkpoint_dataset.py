@@ -61,8 +61,9 @@ def init_settings(folder, settings):
     existing = _with_recipe_defaults(read_json(path, "dataset settings"))
     existing.pop("format", None)
     wanted = _flat_items(json.loads(json.dumps(settings)))  # tuples -> lists, as stored
-    diff = [f"{k}: {existing.get(k)} here, {wanted.get(k)} asked" for k in sorted(set(existing) | set(wanted))
-            if existing.get(k) != wanted.get(k)]
+    differ = [k for k in sorted(set(existing) | set(wanted)) if existing.get(k) != wanted.get(k)]
+    # The layout follows from tinynn's widths and is too long to print: named, not shown.
+    diff = [f"{k}: {existing.get(k)} here, {wanted.get(k)} asked" if k != "layout" else "layout" for k in differ]
     if diff:
         raise DatasetError(f"{folder} holds a dataset made with other settings ({'; '.join(diff)[:500]}). "
                            f"Use the same flags to continue it, or another --checkpoint_dir.")

@@ -107,3 +107,26 @@ def test_corrupted_run_file_is_one_clear_error(tmp_path, tiny_dataset):
     out = gen(folder, "--assemble", check=False)
     assert out.returncode != 0 and "corrupted" in out.stderr and cd.run_filename(1) in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_widths_flag_builds_and_describes_a_narrower_tinynn(tmp_path, cifar):
+    """--widths reaches the runs, the manifest and the layout; a stored checkpoint rebuilt from
+    the manifest's own description scores its recorded accuracy."""
+    folder = tmp_path / "narrow"
+    gen(folder, "--runs", "1", "--widths", "8", "16", "12")
+    manifest = cd.load_manifest(str(folder))
+    assert manifest["tinynn"]["widths"] == [8, 16, 12]
+    layout = FlatLayout.from_json(manifest["layout"])
+    assert layout == FlatLayout.of(TinyNN(widths=(8, 16, 12)))
+    assert layout.numel < FlatLayout.of(TinyNN()).numel
+    weights = cd.load_weights(str(folder), manifest)
+    _, val = split_validation(50000, manifest["data"]["val_size"], manifest["data"]["val_seed"])
+    model = model_from_flat(weights[-1], layout, manifest["tinynn"])
+    acc = evaluate(model, cifar.train_images[val], cifar.train_labels[val])
+    assert acc == pytest.approx(manifest["checkpoints"][-1]["val_acc"], abs=1e-6)
+
+
+def test_other_widths_in_the_same_folder_are_refused(tiny_dataset):
+    out = gen(tiny_dataset, "--runs", "2", "--widths", "8", "16", "12", check=False)
+    assert out.returncode != 0
+    assert "other settings" in out.stderr and "tinynn" in out.stderr and "Traceback" not in out.stderr
