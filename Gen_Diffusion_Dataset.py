@@ -47,9 +47,10 @@ def model_config(args):
 
 def dataset_settings(args):
     """Everything that decides what a run produces; a restart must match it."""
-    layout = FlatLayout.of(TinyNN(**model_config(args)))
+    config = model_config(args)
+    layout = FlatLayout.of(TinyNN(**config))
     return dict(
-        tinynn=model_config(args), n_params=layout.numel, layout=layout.to_json(),
+        tinynn=config, n_params=layout.numel, layout=layout.to_json(),
         train_config=TrainConfig.from_args(args).to_json(), augment=asdict(AUGMENTATIONS[args.augment]),
         data=dict(dataset="CIFAR-10", val_size=args.val_size, val_seed=args.seed, train_size=args.train_size,
                   accuracy="val_acc: top-1 accuracy on val_size training images held out of training "

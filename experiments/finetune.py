@@ -35,7 +35,6 @@ judged by one bar from all their trained fresh checkpoints: checkpoints/NAME/fin
         --start generated=checkpoints/Toy_CNN/diffusion_latent/samples_ddim_50_seed0
 """
 import argparse
-import json
 import os
 import statistics
 
@@ -221,13 +220,13 @@ def pooled_reports(folder, seeds, group, report):
     judged as this run's is, or the pool would mix bars."""
     found = []
     for seed in seeds:
-        path = os.path.join(seed_root(folder, seed), group_folder(group), "report.json")
         if seed == report["source"]["seed"]:
             found.append(report)
             continue
+        path = os.path.join(seed_root(folder, seed), group_folder(group), "report.json")
         if not os.path.exists(path):
             continue
-        other = json.load(open(path))
+        other = cd.read_json(path, "finetune report")
         if other["judged_with"] != report["judged_with"]:
             raise cd.DatasetError(f"{path} was judged with {other['judged_with']}, not {report['judged_with']}: "
                                   f"rerun --seed {seed} with this run's --fresh_dir and --train_models first")
