@@ -27,7 +27,8 @@ checkpoints/NAME/finetune/ (finetune_seedS/ for --seed S > 0): a folder per grou
 (the table; "run_share" is S against the median SGD steps of the dataset's runs) and finetune.png
 (accuracy against max error overlap). A group already made with the same settings is not made again.
 With --pool, each group is also pooled with the same group of other data orders (--seed) and
-judged by one bar from all their trained fresh checkpoints: checkpoints/NAME/finetune_pooled.md/.json.
+judged by one bar from all their trained fresh checkpoints: finetune_pooled.md/.json beside this
+order's finetune.md (in its own folder, so that pooling other orders never overwrites it).
 
     python -m experiments.midpoints --checkpoint_dir Toy_CNN --fresh_dir Toy_CNN_fresh --match activations
     python -m experiments.finetune --checkpoint_dir Toy_CNN --fresh_dir Toy_CNN_fresh --steps 40 100 \\
@@ -148,7 +149,7 @@ def main(args):
         reports.append((group, judge(out, args, args.fresh_dir)))
     write_results(os.path.join(root, "finetune"), reports, run_steps, args)
     if args.pool:
-        write_pooled(folder, reports, args)
+        write_pooled(folder, root, reports, args)
 
 
 def seed_root(folder, seed):
@@ -182,8 +183,8 @@ def same_steps_bars(reports):
             for _, r in reports if r["source"]["start"] == FRESH_RUNS}
 
 
-def write_pooled(folder, reports, args):
-    """finetune_pooled.md/.json in the dataset folder: each group of this run pooled with the same
+def write_pooled(folder, root, reports, args):
+    """finetune_pooled.md/.json in this order's folder `root`: each group of this run pooled with the same
     group (start, steps, rate) of every --pool seed that has made it, and judged by one bar from
     all of their trained fresh checkpoints together (the 95th percentile of 10 networks moves with
     the data order; of 50 or 100 it holds still)."""
@@ -192,7 +193,7 @@ def write_pooled(folder, reports, args):
     bars = same_steps_bars(merged)
     rows = [pooled_row(group, report, bars.get((report["source"]["steps"], report["source"]["lr"])))
             for group, report in merged]
-    write_table(os.path.join(folder, "finetune_pooled"),
+    write_table(os.path.join(root, "finetune_pooled"),
                 f"Networks trained on for a few steps, pooled over the data orders (--seed) {' '.join(map(str, seeds))}"
                 f" of {args.checkpoint_dir}; bar {reports[0][1]['new_bar']:.3f} (fresh set {args.fresh_dir}); "
                 f"bar_same_steps: all the fresh checkpoints trained with the same steps and rate", list(rows[0]), rows)
@@ -267,7 +268,7 @@ def parse_args(argv=None):
     p.add_argument("--pool", type=int, nargs="+", default=[],
                    help="also pool each group with the same group made with these --seed values (those made so "
                         "far) and judge them by one bar from all their trained fresh checkpoints: "
-                        "checkpoints/NAME/finetune_pooled.md/.json (default: no pooling)")
+                        "finetune_pooled.md/.json beside this order's finetune.md (default: no pooling)")
     common_flags(p, num_models=10, train_models=20)
     args = p.parse_args(argv)
     if min(args.steps) < 1 or min(args.lr) <= 0 or min(args.noise, default=1) <= 0:

@@ -387,7 +387,7 @@ def test_finetune_trains_each_start_from_its_own_weights_and_resumes(dataset, fr
         assert len(report["training_checkpoints"]) == 2 and report["judged_with"]["train_models"] == 2
     # A second data order pooled with the first: every group twice as large, one bar from both orders' fresh runs.
     run_script(*args, "--train_models", "2", "--seed", "1", "--pool", "0")
-    pooled = json.load(open(dataset / "finetune_pooled.json"))
+    pooled = json.load(open(dataset / "finetune_seed1" / "finetune_pooled.json"))
     assert [r["models"] for r in pooled] == [r["models"][len("generated: "):] for r in rows[2:]]
     assert all(r["n"] == 6 and r["seeds"] == "0 1" for r in pooled)
     reports = {(g, s): json.load(open(dataset / folder / g / "report.json"))
