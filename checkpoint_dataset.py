@@ -157,6 +157,11 @@ def load_manifest(folder):
     return manifest
 
 
+def replayed_seeds(seeds, *folders):
+    """The seeds among `seeds` that a run of one of these datasets was trained with."""
+    return set(seeds) & {r["seed"] for folder in folders for r in load_manifest(folder)["runs"]}
+
+
 def load_weights(folder, manifest):
     """All checkpoints' flat weights, [n_checkpoints, n_params], in manifest order."""
     rows = []

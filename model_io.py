@@ -92,6 +92,15 @@ def save_generated(weights, layout, tinynn_config, out, source, dataset, batchno
                          batchnorm=batchnorm, source=source, dataset=dataset), os.path.join(out, "generated.pt"))
 
 
+def made_with(out, source, n):
+    """Whether `out` holds n generated networks made with these settings (`source`, as saved)."""
+    path = os.path.join(out, "generated.pt")
+    if not os.path.exists(path):
+        return False
+    generated = load_checkpoint(path, GENERATED_KIND)
+    return generated["source"] == source and len(generated["weights"]) == n
+
+
 def load_generated(path):
     """(weights [n, n_params], layout, source info, description of the generator's training
     split) from sample.py's output."""

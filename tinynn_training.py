@@ -4,6 +4,7 @@
 random streams). Gen_Diffusion_Dataset.py drives it step by step so it can take
 checkpoints along the way; `train_tinynn` is the plain "train with the defaults" path.
 """
+import statistics
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cifar10 import AUGMENTATIONS, standardize
+from cifar10 import AUGMENTATIONS, held_out_split, standardize
 from tinynn import TinyNN, TINYNN_DEFAULTS
 
 
@@ -65,6 +66,17 @@ class TrainConfig:
 def run_seed(base_seed, run_id):
     """Independent runs get unrelated seeds; run ids keep them stable across shards and restarts."""
     return int(np.random.SeedSequence([base_seed, run_id]).generate_state(1)[0])
+
+
+# Networks trained on from given weights take run ids from here on, far above any dataset's, so
+# that none replays the data order of a dataset's run.
+TRAIN_ON_OFFSET = 1_000_000
+
+
+def train_on_seeds(base_seed, n):
+    """The data-order and augmentation seeds of n networks trained on from given weights: network
+    i's comes from (base_seed, TRAIN_ON_OFFSET + i), the same whatever the network starts from."""
+    return [run_seed(base_seed, TRAIN_ON_OFFSET + i) for i in range(n)]
 
 
 def evaluate(model, images_uint8, labels, batch_size=500):
@@ -212,6 +224,14 @@ def evaluate_flat(vectors, layout, model_config, images_uint8, labels, device="c
     """Test accuracy (a list) of each flat weight vector in `vectors`."""
     preds = probabilities_flat(vectors, layout, model_config, images_uint8, device).argmax(2)
     return preds.eq(labels.cpu()).float().mean(1).tolist()
+
+
+def dataset_recipe(manifest, data):
+    """(a checkpoint dataset's TrainConfig, the training images and labels its runs learned from
+    (its validation images left out), the median SGD steps of its runs), from its manifest."""
+    split = manifest["data"]
+    (x, y), _ = held_out_split(data, split["val_size"], split["val_seed"], split["train_size"])
+    return TrainConfig(**manifest["train_config"]), x, y, statistics.median(r["steps"] for r in manifest["runs"])
 
 
 def budget_config(train_config, steps, steps_per_epoch, lr=None):

@@ -10,7 +10,7 @@ import json
 import os
 
 from cli import add_more_flags, add_runtime_flags, add_test_images_flag, run_step, runtime_argv
-from model_io import GENERATED_KIND, load_checkpoint, save_generated
+from model_io import save_generated
 
 
 def sample_and_evaluate(model_path, out, args, seed=0):
@@ -49,15 +49,6 @@ def save_group(weights, layout, tinynn_config, out, source, description, batchno
     if os.path.exists(report):
         os.remove(report)
     save_generated(weights, layout, tinynn_config, out, source, description, batchnorm=batchnorm)
-
-
-def made_with(out, source, n):
-    """Whether out holds n networks made with these settings (a group made otherwise is made again)."""
-    path = os.path.join(out, "generated.pt")
-    if not os.path.exists(path):
-        return False
-    generated = load_checkpoint(path, GENERATED_KIND)
-    return generated["source"] == source and len(generated["weights"]) == n
 
 
 def accuracy_row(summary):

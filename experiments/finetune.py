@@ -3,7 +3,8 @@ few SGD steps: do they become accurate, and are they then still new by the fresh
 the same steps from a fresh init and from a training checkpoint.
 
 Starts: each --start NAME=PATH (a generated.pt of this dataset, or the folder holding it: sample.py's
-networks, a group of experiments/midpoints.py, ...; its first --num_models networks), and always
+networks, a group of experiments/midpoints.py, untrained blends of sample_blends.py --steps 0, ...;
+its first --num_models networks), and always
 - fresh init: a TinyNN from a new seed, the control for what the steps alone give;
 - training checkpoints: the last checkpoint of --num_models training runs (cycling through the
   runs when there are fewer), the control for what the steps do to a network the bar calls a copy;
@@ -44,17 +45,16 @@ from tqdm import tqdm
 
 import checkpoint_dataset as cd
 from baselines import is_new, new_network_bar
-from cifar10 import held_out_split, load_cifar10
+from cifar10 import load_cifar10
 from cli import run_main
-from experiments.common import (REPORT_COLUMNS, common_flags, judge, made_with, plot_overlap_scatter, report_rows,
+from experiments.common import (REPORT_COLUMNS, common_flags, judge, plot_overlap_scatter, report_rows,
                                 save_group, write_table)
-from model_io import CheckpointError, load_generated, pick_device
+from model_io import CheckpointError, load_generated, made_with, pick_device
 from tinynn import FlatLayout, clamp_running_var
-from tinynn_training import TrainConfig, budget_config, run_seed, train_flat
+from tinynn_training import budget_config, dataset_recipe, train_flat, train_on_seeds
 from weight_dataset import WeightDataset
 
 FRESH_INIT, TRAINING, FRESH_RUNS = "fresh init", "training checkpoints", "fresh checkpoints"
-SEED_OFFSET = 1_000_000  # run ids far above any dataset's, so no network here replays a dataset run's seed
 
 
 def parse_start(text):
@@ -97,21 +97,11 @@ def last_checkpoints(folder):
     return torch.stack([cd.load_run(folder, run["run"])[1][-1] for run in cd.load_manifest(folder)["runs"]])
 
 
-def recipe_and_data(manifest, args):
-    """(the dataset's TrainConfig, its training images and labels, median SGD steps of its runs)."""
-    data = load_cifar10(args.data_dir, download=not args.no_download)
-    split = manifest["data"]
-    (x, y), _ = held_out_split(data, split["val_size"], split["val_seed"], split["train_size"])
-    return TrainConfig(**manifest["train_config"]), x, y, statistics.median(r["steps"] for r in manifest["runs"])
-
-
 def network_seeds(args):
     """The data-order seed of network i, the same in every group; none is a seed of a run of the
     dataset or the fresh set."""
-    seeds = [run_seed(args.seed, SEED_OFFSET + i) for i in range(args.num_models)]
-    taken = {r["seed"] for d in (args.checkpoint_dir, args.fresh_dir)
-             for r in cd.load_manifest(cd.dataset_folder(d))["runs"]}
-    if taken & set(seeds):
+    seeds = train_on_seeds(args.seed, args.num_models)
+    if cd.replayed_seeds(seeds, *map(cd.dataset_folder, (args.checkpoint_dir, args.fresh_dir))):
         raise cd.DatasetError(f"--seed {args.seed} gives a seed of a run of {args.checkpoint_dir} or {args.fresh_dir}: "
                               f"pick another")
     return seeds
@@ -132,7 +122,7 @@ def main(args):
     root = seed_root(folder, args.seed)
     starts, description = start_weights(args, folder)
     seeds, device = network_seeds(args), pick_device(args.device)
-    recipe, x, y, run_steps = recipe_and_data(manifest, args)
+    recipe, x, y, run_steps = dataset_recipe(manifest, load_cifar10(args.data_dir, download=not args.no_download))
     x, y = x.to(device), y.to(device)  # once, not once a network
     reports = []
     for group, start, steps, lr in group_plan(starts, args):

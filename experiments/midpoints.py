@@ -40,13 +40,14 @@ import os
 import torch
 
 import checkpoint_dataset as cd
-from alignment import align_method, flat_index, match, permutation_spec
+from alignment import align_method
+from blending import blend_coefficients, checkpoint_pairs, interpolate, match_pairs, pair_weights, reestimate_bn
 from cifar10 import load_cifar10, standardize
 from cli import run_main
-from experiments.common import (REPORT_COLUMNS, common_flags, judge, made_with, plot_overlap_scatter, report_rows,
+from experiments.common import (REPORT_COLUMNS, common_flags, judge, plot_overlap_scatter, report_rows,
                                 save_group, write_table)
-from model_io import CheckpointError
-from tinynn import clamp_running_var, layer_slots, model_from_flat
+from model_io import CheckpointError, made_with
+from tinynn import clamp_running_var, layer_slots
 from vae_diffusion import encode
 from vae_model import load_vae
 from weight_dataset import WeightDataset, training_images
@@ -55,47 +56,6 @@ GROUPS = ("aligned, BN interpolated", "aligned, BN re-estimated", "unaligned, BN
           "endpoints, BN re-estimated", "crossed layers, BN re-estimated")
 MATCHED = ("aligned, BN interpolated", "aligned, BN re-estimated", "crossed layers, BN re-estimated")  # use --match
 LATENT = "VAE latents, BN decoded"
-
-
-def checkpoint_pairs(ds, n, seed, k=2):
-    """[n, k] rows of ds.train: n pairs (k-tuples) of checkpoints, each from k different runs."""
-    runs = torch.tensor([r["run"] for r in ds.train_records])
-    if len(runs.unique()) < k:
-        raise cd.DatasetError(f"blends of {k} runs need {k} training runs; the generator split has "
-                              f"{len(runs.unique())}")
-    gen = torch.Generator().manual_seed(seed)
-    pairs = []
-    while len(pairs) < n:
-        rows = torch.randint(len(runs), (k,), generator=gen)
-        if len(runs[rows].unique()) == k:
-            pairs.append(rows)
-    return torch.stack(pairs)
-
-
-def pair_weights(ds, pairs):
-    """[pairs, k, numel]: each pair's (k-tuple's) checkpoints in weight units (only their rows of ds.train)."""
-    return ds.standardizer.destandardize(ds.train[pairs.flatten()]).view(*pairs.shape, -1)
-
-
-def match_pairs(w, ds, how, images):
-    """w [pairs, k, numel] with the channels of each pair's later members matched to its first's
-    ("weights" or "activations" on `images`, standardised), in place."""
-    spec = permutation_spec(ds.tinynn_config)
-    for pair in w:
-        for i in range(1, len(pair)):
-            pair[i] = pair[i][flat_index(match(pair[0], pair[i], ds.layout, ds.tinynn_config, spec, how, images),
-                                         ds.layout, spec)]
-    return w
-
-
-def blend_coefficients(k, alpha):
-    """How much of each member a blend takes: (1 - alpha, alpha) for a pair, equal shares above."""
-    return torch.tensor([1 - alpha, alpha]) if k == 2 else torch.full((k,), 1 / k)
-
-
-def interpolate(w, coef):
-    """Flat weights sum_i coef_i w_i of each pair of w [pairs, k, numel] ((1 - alpha) a + alpha b)."""
-    return torch.einsum("k,pkn->pn", coef.to(w.dtype), w)
 
 
 def cross_layers(w, layout, coef):
@@ -128,24 +88,6 @@ def load_aligned_vae(path, ds):
         raise CheckpointError(f"{path} was trained with --align {align_method(ckpt['dataset']['align'])}; the "
                               f"pairs here are aligned by {ds.description['align']}")
     return vae, vae_std
-
-
-@torch.no_grad()
-def reestimate_bn(weights, ds, images_uint8, batch_size=500):
-    """The same networks with BatchNorm running statistics recomputed on `images_uint8`
-    (an average over all of them, not a momentum average)."""
-    out = weights.clone()
-    for i, w in enumerate(weights):
-        model = model_from_flat(w, ds.layout, ds.tinynn_config)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None
-        model.train()
-        for j in range(0, len(images_uint8), batch_size):
-            model(standardize(images_uint8[j:j + batch_size]))
-        out[i] = ds.layout.flatten(model.state_dict())
-    return out
 
 
 def group_weights(folder, args):

@@ -85,3 +85,12 @@ def tiny_dataset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("data") / "tiny"
     gen(folder, "--runs", "2")
     return folder
+
+
+@pytest.fixture(scope="session")
+def three_runs(tiny_dataset, tmp_path_factory):
+    """The tiny dataset and one more run, for blends of three runs; tests must not write into it."""
+    folder = tmp_path_factory.mktemp("data") / "three"
+    shutil.copytree(tiny_dataset, folder)
+    gen(folder, "--runs", "3")
+    return folder

@@ -6,17 +6,17 @@ import pytest
 import torch
 
 from baselines import distinct, nearest_within, span_shares
+from blending import blend_coefficients, checkpoint_pairs, interpolate, match_pairs, pair_weights, reestimate_bn
 from checkpoint_dataset import DatasetError, load_run
 from cifar10 import standardize
-from conftest import DATA_DIR, TEST_IMAGES, TINY, TINY_VAE_FLAGS, gen, private_copy, run_script
+from conftest import DATA_DIR, TEST_IMAGES, TINY, TINY_VAE_FLAGS, private_copy, run_script
 from model_io import GENERATED_KIND, VAE_KIND, load_checkpoint, save_generated
 from tinynn import clamp_running_var, layer_slots, model_from_flat
 from tinynn_training import RunTrainer, TrainConfig, budget_config, evaluate_flat
 from vae_model import WeightVAE, load_vae
 from weight_dataset import WeightDataset
 
-from experiments.midpoints import (GROUPS, LATENT, MATCHED, blend_coefficients, checkpoint_pairs, cross_layers,
-                                  interpolate, latent_interpolate, match_pairs, pair_weights, reestimate_bn)
+from experiments.midpoints import GROUPS, LATENT, MATCHED, cross_layers, latent_interpolate
 from experiments.novelty import novelty_rows
 
 SMALL = ["--num_models", "3", "--train_models", "3", "--test_images", TEST_IMAGES, "--data_dir", DATA_DIR,
@@ -231,10 +231,9 @@ def test_blends_of_three_take_equal_shares_and_a_block_of_layers_from_each_in_tu
         checkpoint_pairs(ds, 2, seed=0, k=3)  # the tiny dataset has two
 
 
-def test_midpoints_blend_three_runs_each_matched_to_the_first(tiny_dataset, fresh, tmp_path):
+def test_midpoints_blend_three_runs_each_matched_to_the_first(three_runs, fresh, tmp_path):
     three = tmp_path / "three"
-    shutil.copytree(tiny_dataset, three)
-    gen(three, "--runs", "3")  # one more run
+    shutil.copytree(three_runs, three)
     ds = WeightDataset(str(three))
     runs = torch.tensor([r["run"] for r in ds.train_records])
     assert all(len(runs[t].unique()) == 3 for t in checkpoint_pairs(ds, 5, seed=0, k=3))
