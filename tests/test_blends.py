@@ -1,0 +1,109 @@
+"""sample_blends.py end to end on the tiny three-run dataset: trained blends of different runs, an
+interrupted run that goes on where it stopped, and one-line errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cifar10 import held_out_split
+from conftest import DATA_DIR, ROOT, TEST_IMAGES, run_script
+from model_io import GENERATED_KIND, load_checkpoint
+from tinynn import TinyNN
+from tinynn_training import evaluate_flat
+from weight_dataset import WeightDataset
+
+SMALL = ["--num_models", "5", "--bn_images", "500", "--match_images", "200", "--data_dir", DATA_DIR, "--no_download",
+         "--device", "cpu", "--quiet"]
+
+
+def blends(dataset, out, *extra, check=True):
+    return run_script("sample_blends.py", "--checkpoint_dir", dataset, "--out", out, *SMALL, *extra, check=check)
+
+
+def validation_accuracy(weights, ds, cifar):
+    split = ds.manifest["data"]
+    _, (x, y) = held_out_split(cifar, split["val_size"], split["val_seed"], split["train_size"])
+    return torch.tensor(evaluate_flat(weights, ds.layout, ds.tinynn_config, x, y))
+
+
+@pytest.fixture(scope="module")
+def trained(three_runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("blends") / "trained"
+    blends(three_runs, out, "--steps", "40")
+    return out
+
+
+def test_blends_are_made_of_different_runs_and_learn_from_their_steps(three_runs, trained, tmp_path, cifar):
+    g = load_checkpoint(trained / "generated.pt", GENERATED_KIND)
+    ds = WeightDataset(str(three_runs), align="none")
+    assert g["weights"].shape == (5, ds.layout.numel) and g["batchnorm"] == "trained"
+    assert g["source"]["runs_per_blend"] == 3 and g["source"]["steps"] == 40 and g["dataset"] == ds.description
+    seen = {(r["run"], r["row"]) for r in ds.train_records}
+    for members in g["source"]["members"]:  # three checkpoints of the generator split, of three runs
+        assert len({run for run, _ in members}) == 3 and all(tuple(m) in seen for m in members)
+    for i in range(5):
+        TinyNN(**g["tinynn"]).load_state_dict(torch.load(trained / f"model_{i:03d}.pt", weights_only=True))
+    assert not (trained / "partial").exists()
+
+    untrained = tmp_path / "untrained"
+    blends(three_runs, untrained, "--steps", "0")
+    u = load_checkpoint(untrained / "generated.pt", GENERATED_KIND)
+    assert u["source"]["members"] == g["source"]["members"] and u["batchnorm"].startswith("re-estimated")
+    before, after = validation_accuracy(u["weights"], ds, cifar), validation_accuracy(g["weights"], ds, cifar)
+    assert after.mean() > before.mean() + 0.02, (before, after)
+    assert not any(torch.equal(a, b) for a, b in zip(u["weights"], g["weights"]))
+    assert len({tuple(w[:50].tolist()) for w in g["weights"]}) == 5  # five networks, not one five times
+
+
+def test_an_interrupted_run_goes_on_where_it_stopped(three_runs, trained, tmp_path):
+    out = tmp_path / "again"
+    argv = ["sample_blends.py", "--checkpoint_dir", three_runs, "--out", out, *SMALL, "--steps", "40"]
+    proc = subprocess.Popen([sys.executable, *map(str, argv)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = out / "partial" / "net_00000.pt"
+    while not first.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "run the same command to continue" in stdout
+    saved = sorted(os.listdir(out / "partial"))
+    assert 1 <= len(saved) < 5 and not (out / "generated.pt").exists()
+
+    again = run_script(*argv)
+    assert "already holds" not in again.stdout
+    done = load_checkpoint(out / "generated.pt", GENERATED_KIND)
+    reference = load_checkpoint(trained / "generated.pt", GENERATED_KIND)
+    assert done["source"] == reference["source"]
+    torch.testing.assert_close(done["weights"], reference["weights"], rtol=0, atol=1e-6)
+    assert "already holds these 5 networks" in run_script(*argv).stdout
+
+
+def test_a_saved_network_of_other_settings_is_trained_again(three_runs, tmp_path):
+    out = tmp_path / "other"
+    os.makedirs(out / "partial")
+    torch.save(dict(made_with=dict(steps=999), weights=torch.zeros(1, 3)), out / "partial" / "net_00000.pt")
+    blends(three_runs, out, "--steps", "0", "--num_models", "1")
+    assert load_checkpoint(out / "generated.pt", GENERATED_KIND)["weights"].abs().sum() > 0
+
+
+def test_evaluate_generated_judges_the_blends(trained, three_runs):
+    run_script("evaluate_generated.py", "--model_path", trained, "--train_models", "3", "--baseline_models", "0",
+               "--test_images", TEST_IMAGES, "--data_dir", DATA_DIR, "--no_download", "--device", "cpu")
+    report = json.load(open(trained / "report.json"))
+    assert len(report["per_model"]["generated"]["accuracy"]) == 5
+
+
+def test_clear_errors(three_runs, tmp_path):
+    more = blends(three_runs, tmp_path / "x", "--runs_per_blend", "4", check=False)
+    assert more.returncode == 1 and "blends of 4 runs need 4 training runs" in more.stderr
+    assert "Traceback" not in more.stderr
+    missing = blends(tmp_path / "nowhere", tmp_path / "y", check=False)
+    assert missing.returncode == 1 and "checkpoint dataset not found" in missing.stderr
+    bad = blends(three_runs, tmp_path / "z", "--runs_per_blend", "1", check=False)
+    assert bad.returncode == 2 and "--runs_per_blend" in bad.stderr
