@@ -80,9 +80,9 @@ def saved_network(path, expected):
         return None
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # cut off mid-write before atomic_write existed, or damaged: trained again
+    except Exception:  # damaged (a full disk, a copy cut short): trained again, not fatal
         return None
-    return saved["weights"] if saved["made_with"] == expected else None
+    return saved["weights"] if isinstance(saved, dict) and saved.get("made_with") == expected else None
 
 
 def train_blends(ds, pairs, data, args, device):
@@ -97,13 +97,13 @@ def train_blends(ds, pairs, data, args, device):
     os.makedirs(partial, exist_ok=True)
     out = []
     for i in tqdm(range(len(pairs)), desc="blends", unit="net", disable=args.quiet):
-        path, made_with = os.path.join(partial, f"net_{i:05d}.pt"), dict(settings, members=members[i])
-        w = saved_network(path, made_with)
+        path, expected = os.path.join(partial, f"net_{i:05d}.pt"), dict(settings, members=members[i])
+        w = saved_network(path, expected)
         if w is None:
             w = blend(ds, pairs[i], args, images)
             if args.steps:
                 w = train_flat(w, seeds[i:i + 1], ds.layout, ds.tinynn_config, x, y, cfg, args.steps, device)
-            atomic_write(path, lambda tmp: torch.save(dict(made_with=made_with, weights=w.cpu()), tmp))
+            atomic_write(path, lambda tmp: torch.save(dict(made_with=expected, weights=w.cpu()), tmp))
         out.append(w.cpu())
     return torch.cat(out)
 

@@ -84,12 +84,14 @@ def test_an_interrupted_run_goes_on_where_it_stopped(three_runs, trained, tmp_pa
     assert "already holds these 5 networks" in run_script(*argv).stdout
 
 
-def test_a_saved_network_of_other_settings_is_trained_again(three_runs, tmp_path):
+def test_a_saved_network_of_other_settings_or_damaged_is_made_again(three_runs, tmp_path):
     out = tmp_path / "other"
     os.makedirs(out / "partial")
     torch.save(dict(made_with=dict(steps=999), weights=torch.zeros(1, 3)), out / "partial" / "net_00000.pt")
-    blends(three_runs, out, "--steps", "0", "--num_models", "1")
-    assert load_checkpoint(out / "generated.pt", GENERATED_KIND)["weights"].abs().sum() > 0
+    (out / "partial" / "net_00001.pt").write_bytes(b"cut short")
+    blends(three_runs, out, "--steps", "0", "--num_models", "2")
+    weights = load_checkpoint(out / "generated.pt", GENERATED_KIND)["weights"]
+    assert weights.shape[0] == 2 and (weights.abs().sum(1) > 0).all()
 
 
 def test_evaluate_generated_judges_the_blends(trained, three_runs):
