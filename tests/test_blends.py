@@ -63,8 +63,11 @@ def test_blends_are_made_of_different_runs_and_learn_from_their_steps(three_runs
 def test_an_interrupted_run_goes_on_where_it_stopped(three_runs, trained, tmp_path):
     out = tmp_path / "again"
     argv = ["sample_blends.py", "--checkpoint_dir", three_runs, "--out", out, *SMALL, "--steps", "40"]
+    # A shell that starts the tests in the background leaves SIGINT ignored, and a child inherits
+    # that: restore the default so that Python turns the signal into KeyboardInterrupt, as at a terminal.
     proc = subprocess.Popen([sys.executable, *map(str, argv)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = out / "partial" / "net_00000.pt"
     while not first.exists() and proc.poll() is None:
         time.sleep(0.02)
