@@ -14,10 +14,10 @@ points at the default width); the steps give the accuracy back and leave its mis
 from every run than a training checkpoint trained the same way. On R20x3 (20 runs x 3 checkpoints
 of the short recipe, runs of 386 steps), 100 three-run blends trained 200 steps at lr 0.4 score
 0.700 against the checkpoints' 0.680 and ensemble to 0.740 against the 20 runs' 0.722; their
-mistakes sit on the bar of fresh runs trained the same way, so 30 to 64 of 100 pass it, with the
-data orders of that bar. The steps alone take a training checkpoint as far in accuracy, and at
-twice TinyNN's width or the seed's 18-epoch recipe almost no trained blend is new (README,
-section 5).
+mistakes sit on the bar of fresh runs trained the same way: 30 of 100 pass it (45-64% on an
+earlier build of the same dataset). The steps alone take a training checkpoint as far in
+accuracy, and at twice TinyNN's width or the seed's 18-epoch recipe almost no trained blend is
+new (README, section 5).
 
     python sample_blends.py --checkpoint_dir R20x3 --num_models 100
     python evaluate_generated.py --model_path checkpoints/R20x3/blends/runs3_steps200_lr0.4_seed0 --fresh_dir R20Fresh
