@@ -65,10 +65,11 @@ def members_of(ds, pairs):
     return [[[ds.train_records[r]["run"], ds.train_records[r]["row"]] for r in rows.tolist()] for rows in pairs]
 
 
-def blend(ds, rows, args, images):
+def blend(ds, rows, args, images, match_images):
     """The flat weights [1, n_params] of one blend: the checkpoints `rows` of ds.train matched to the
-    first, averaged, BatchNorm statistics recomputed on `images` (uint8 training images)."""
-    w = match_pairs(pair_weights(ds, rows[None]), ds, args.match, standardize(images[:args.match_images]))
+    first on `match_images` (standardised), averaged, BatchNorm statistics recomputed on `images`
+    (uint8 training images)."""
+    w = match_pairs(pair_weights(ds, rows[None]), ds, args.match, match_images)
     mean = interpolate(w, blend_coefficients(args.runs_per_blend, 0.5))
     clamp_running_var(mean, ds.layout)
     return reestimate_bn(mean, ds, images)
@@ -89,6 +90,7 @@ def train_blends(ds, pairs, data, args, device):
     """[num_models, n_params]: every blend trained --steps steps on the training images of `data`,
     each saved in partial/ when done (and taken from there when a run is continued)."""
     images = training_images(ds.manifest, data, args.bn_images)
+    match_images = standardize(images[:args.match_images])  # once, not once a blend
     recipe, x, y, _ = dataset_recipe(ds.manifest, data)
     cfg = budget_config(recipe, args.steps, len(y) // recipe.batch_size, args.lr)
     x, y = x.to(device), y.to(device)  # once, not once a network
@@ -100,7 +102,7 @@ def train_blends(ds, pairs, data, args, device):
         path, expected = os.path.join(partial, f"net_{i:05d}.pt"), dict(settings, members=members[i])
         w = saved_network(path, expected)
         if w is None:
-            w = blend(ds, pairs[i], args, images)
+            w = blend(ds, pairs[i], args, images, match_images)
             if args.steps:
                 w = train_flat(w, seeds[i:i + 1], ds.layout, ds.tinynn_config, x, y, cfg, args.steps, device)
             atomic_write(path, lambda tmp: torch.save(dict(made_with=expected, weights=w.cpu()), tmp))
