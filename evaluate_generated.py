@@ -21,7 +21,9 @@ For every group:
   the evaluated training checkpoints;
 - new: the share of networks with accuracy >= the dataset's min_acc and max error overlap no
   higher than the fresh networks' 95th percentile (needs --fresh_dir; ~95% of fresh networks by
-  construction);
+  construction); with --bar_from, also by the 95th percentile of networks judged before (e.g.
+  fresh checkpoints trained the same steps as generated networks that were trained on: training on
+  changes a network's mistakes, so the fair bar for them);
 - diversity: distance to the nearest other network of its own group and distinct networks by
   weights; median pairwise test-prediction disagreement and functionally distinct networks
   (greedy; a network counts when it disagrees with every one counted before on more than the
@@ -36,6 +38,7 @@ new_networks.png (accuracy against max error overlap) beside the generated model
 import argparse
 import collections
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -171,6 +174,35 @@ def mark_new(results, min_acc):
     return bar
 
 
+def bar_from(paths, training_checkpoints, n_test):
+    """(the 95th percentile, n) of the max error overlap of the generated networks of every folder
+    in `paths`, each judged by this script before against the same training checkpoints on the
+    same test images."""
+    overlaps = []
+    for path in paths:
+        path = path if path.endswith(".json") else os.path.join(path, "report.json")
+        if not os.path.exists(path):
+            raise CheckpointError(f"--bar_from: no report at {path}: judge those networks with this script first")
+        try:
+            with open(path) as f:
+                other = json.load(f)
+            judged = other["training_checkpoints"], other["test_images"]
+            overlaps += other["per_model"]["generated"]["max_error_overlap"]
+        except (ValueError, KeyError, TypeError):
+            raise CheckpointError(f"--bar_from: {path} is not a report of evaluate_generated.py (damaged?)")
+        if judged != (training_checkpoints, n_test):
+            raise CheckpointError(f"--bar_from: {path} was judged against other training checkpoints or test images "
+                                  f"(use the same dataset, --train_models, --seed and --test_images)")
+    return new_network_bar(overlaps), len(overlaps)
+
+
+def mark_new_by(results, min_acc, bar):
+    """The share of generated networks new by `bar` (each verdict in results, as "new_by_bar_from")."""
+    r = results["generated"]
+    r["new_by_bar_from"] = [is_new(a, o, min_acc, bar) for a, o in zip(r["accuracy"], r["max_error_overlap"])]
+    return float(np.mean(r["new_by_bar_from"]))
+
+
 def functional_diversity(preds, train_runs):
     """(cross-run threshold, {group: stats of its pairwise disagreements}, {group: functionally
     distinct networks}). The threshold is the 5th percentile of disagreement between training
@@ -257,6 +289,15 @@ def markdown(summary, report):
                      f"| {_fmt(s['pairwise_disagreement']['median'], '.3f')} | {s['functionally_distinct']} |")
     lines += ["", "Ensembles (accuracy of the averaged softmax):", "", "| networks | n | accuracy |", "|---|---|---|"]
     lines += [f"| {name} | {e['n']} | {e['accuracy']:.4f} |" for name, e in report["ensembles"].items()]
+    b = report.get("bar_from")
+    if b:
+        lines += ["", f"By the bar of {b['n']} networks judged before ({', '.join(b['paths'])}; 95th percentile of "
+                      f"their max error overlap {b['bar']:.3f}): {b['new']:.0%} of the generated networks are new."]
+    c = report["source"]
+    if c.get("oversample", 1) > 1:
+        lines += ["", f"Generated networks were kept by a novelty check (sample_blends.py --oversample "
+                      f"{c['oversample']}, {c['check_images']} training images): {len(c['kept'])} of {c['candidates']} "
+                      f"candidates, {1 - len(c['kept']) / c['candidates']:.0%} rejected."]
     r = report["source"].get("rejection")
     if r:
         lines += ["", f"Generated networks were drawn with rejection (sample.py --reject_below {r['reject_below']}, "
@@ -274,7 +315,7 @@ def markdown(summary, report):
     return "\n".join(lines) + "\n"
 
 
-def plots(results, bar, min_acc, out):
+def plots(results, bar, min_acc, out, second_bar=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -300,6 +341,9 @@ def plots(results, bar, min_acc, out):
         else:
             if bar is not None:
                 ax.axvline(bar, color="k", ls="--", lw=1, label=f"fresh seeds' 95th percentile ({bar:.3f})")
+            if second_bar is not None:
+                ax.axvline(second_bar, color="tab:red", ls="--", lw=1, label=f"--bar_from's 95th percentile "
+                                                                              f"({second_bar:.3f})")
             ax.axhline(min_acc, color="gray", ls=":", lw=1, label=f"min_acc ({min_acc})")
         ax.set(xlabel=xlabel, ylabel="test accuracy", title=title)
         ax.legend(fontsize=7)
@@ -320,6 +364,8 @@ def main(args):
     n_test = len(test_labels)
     labels = test_labels.cpu()
     groups, runs, rows = model_groups(generated, ds, args)
+    judged_against = [dict(run=ds.train_records[i]["run"], step=ds.train_records[i]["step"]) for i in rows.tolist()]
+    bar2, n2 = bar_from(args.bar_from, judged_against, n_test) if args.bar_from else (None, 0)
     probs = softmax_outputs(groups, ds, test_images, device)
     preds = {name: p.argmax(2) for name, p in probs.items()}
     results = novelty(groups, preds, rows, ds, labels)
@@ -339,14 +385,15 @@ def main(args):
                   source=source, checkpoint_dir=os.path.abspath(folder), split=ds.description,
                   fresh_dir=os.path.abspath(cd.dataset_folder(args.fresh_dir)) if args.fresh_dir else None,
                   training_runs=dict(sampled=len(set(runs[TRAIN])), all=k),
-                  training_checkpoints=[dict(run=ds.train_records[i]["run"], step=ds.train_records[i]["step"])
-                                        for i in rows.tolist()])
+                  training_checkpoints=judged_against)
+    if args.bar_from:
+        report["bar_from"] = dict(paths=args.bar_from, bar=bar2, n=n2, new=mark_new_by(results, min_acc, bar2))
     out = args.model_path if os.path.isdir(args.model_path) else os.path.dirname(args.model_path)
     write_json(os.path.join(out, "report.json"), dict(report, per_model=results))
     text = markdown(summary, report)
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write(text)
-    plots(results, bar, min_acc, out)
+    plots(results, bar, min_acc, out, bar2)
     print(text)
 
 
@@ -359,6 +406,11 @@ def parse_args(argv=None):
     p.add_argument("--fresh_dir", default=None,
                    help="a dataset of runs the generator never saw: Gen_Diffusion_Dataset.py with the training "
                         "set's recipe and another --seed (name under checkpoints/); it sets the bar for new networks")
+    p.add_argument("--bar_from", nargs="+", default=[],
+                   help="folders of networks judged by this script before (their report.json), against the same "
+                        "training checkpoints and test images, whose max error overlaps set a second bar, pooled: "
+                        "e.g. experiments.finetune's fresh checkpoints trained as many steps as the generated "
+                        "networks were (default none)")
     p.add_argument("--train_models", type=int, default=100,
                    help="training checkpoints evaluated, spread over the runs; error overlaps are measured against "
                         "them, so to judge novelty take at least as many as there are runs (default 100)")

@@ -207,9 +207,10 @@ def train_tinynn(data, seed, model_config=None, train_config=None, device="cpu",
     return run.model, evaluate(run.model, data.test_images, data.test_labels), seconds
 
 
-def probabilities_flat(vectors, layout, model_config, images_uint8, device="cpu", batch_size=500):
+def probabilities_flat(vectors, layout, model_config, images_uint8, device="cpu", batch_size=500, progress=None):
     """Softmax outputs [n, images, classes] of each flat weight vector in `vectors` [n, n_params],
-    rebuilt as a TinyNN with the BatchNorm statistics the vector carries."""
+    rebuilt as a TinyNN with the BatchNorm statistics the vector carries (progress(): called after
+    each)."""
     model = TinyNN(**model_config).to(device, memory_format=torch.channels_last).eval()
     out = torch.empty(len(vectors), len(images_uint8), model_config["num_classes"])
     with torch.no_grad():
@@ -217,6 +218,8 @@ def probabilities_flat(vectors, layout, model_config, images_uint8, device="cpu"
             model.load_state_dict(layout.unflatten(v.float().to(device)))
             for i in range(0, len(images_uint8), batch_size):
                 out[j, i:i + batch_size] = model(standardize(images_uint8[i:i + batch_size])).softmax(1).cpu()
+            if progress:
+                progress()
     return out
 
 

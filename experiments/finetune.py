@@ -3,8 +3,8 @@ few SGD steps: do they become accurate, and are they then still new by the fresh
 the same steps from a fresh init and from a training checkpoint.
 
 Starts: each --start NAME=PATH (a generated.pt of this dataset, or the folder holding it: sample.py's
-networks, a group of experiments/midpoints.py, untrained blends of sample_blends.py --steps 0, ...;
-its first --num_models networks), and always
+networks, a group of experiments/midpoints.py, untrained blends of sample_blends.py --steps 0
+--oversample 1, ...; its first --num_models networks), and always
 - fresh init: a TinyNN from a new seed, the control for what the steps alone give;
 - training checkpoints: the last checkpoint of --num_models training runs (cycling through the
   runs when there are fewer), the control for what the steps do to a network the bar calls a copy;

@@ -1,7 +1,9 @@
 """sample_blends.py end to end on the tiny three-run dataset: trained blends of different runs, an
-interrupted run that goes on where it stopped, and one-line errors."""
+interrupted run that goes on where it stopped, the novelty check of --oversample, and one-line
+errors."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,15 +12,17 @@ import time
 import pytest
 import torch
 
+from baselines import new_network_bar
 from cifar10 import held_out_split
 from conftest import DATA_DIR, ROOT, TEST_IMAGES, run_script
 from model_io import GENERATED_KIND, load_checkpoint
+from sample_blends import check_overlaps
 from tinynn import TinyNN
 from tinynn_training import evaluate_flat
 from weight_dataset import WeightDataset
 
-SMALL = ["--num_models", "5", "--bn_images", "500", "--match_images", "200", "--data_dir", DATA_DIR, "--no_download",
-         "--device", "cpu", "--quiet"]
+SMALL = ["--num_models", "5", "--oversample", "1", "--bn_images", "500", "--match_images", "200", "--data_dir", DATA_DIR,
+         "--no_download", "--device", "cpu", "--quiet"]
 
 
 def blends(dataset, out, *extra, check=True):
@@ -48,7 +52,7 @@ def test_blends_are_made_of_different_runs_and_learn_from_their_steps(three_runs
         assert len({run for run, _ in members}) == 3 and all(tuple(m) in seen for m in members)
     for i in range(5):
         TinyNN(**g["tinynn"]).load_state_dict(torch.load(trained / f"model_{i:03d}.pt", weights_only=True))
-    assert not (trained / "partial").exists()
+    assert sorted(os.listdir(trained / "candidates")) == [f"net_{i:05d}.pt" for i in range(5)]
 
     untrained = tmp_path / "untrained"
     blends(three_runs, untrained, "--steps", "0")
@@ -68,14 +72,14 @@ def test_an_interrupted_run_goes_on_where_it_stopped(three_runs, trained, tmp_pa
     proc = subprocess.Popen([sys.executable, *map(str, argv)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    first = out / "partial" / "net_00000.pt"
+    first = out / "candidates" / "net_00000.pt"
     while not first.exists() and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "run the same command to continue" in stdout
-    saved = sorted(os.listdir(out / "partial"))
+    saved = sorted(os.listdir(out / "candidates"))
     assert 1 <= len(saved) < 5 and not (out / "generated.pt").exists()
 
     again = run_script(*argv)
@@ -89,12 +93,43 @@ def test_an_interrupted_run_goes_on_where_it_stopped(three_runs, trained, tmp_pa
 
 def test_a_saved_network_of_other_settings_or_damaged_is_made_again(three_runs, tmp_path):
     out = tmp_path / "other"
-    os.makedirs(out / "partial")
-    torch.save(dict(made_with=dict(steps=999), weights=torch.zeros(1, 3)), out / "partial" / "net_00000.pt")
-    (out / "partial" / "net_00001.pt").write_bytes(b"cut short")
+    os.makedirs(out / "candidates")
+    torch.save(dict(made_with=dict(steps=999), weights=torch.zeros(1, 3)), out / "candidates" / "net_00000.pt")
+    (out / "candidates" / "net_00001.pt").write_bytes(b"cut short")
     blends(three_runs, out, "--steps", "0", "--num_models", "2")
     weights = load_checkpoint(out / "generated.pt", GENERATED_KIND)["weights"]
     assert weights.shape[0] == 2 and (weights.abs().sum(1) > 0).all()
+
+
+def test_oversample_keeps_the_candidates_least_like_a_training_checkpoint(three_runs, trained):
+    # the same settings and folder as `trained`: its 5 candidates are taken as they are, one more is trained
+    before = {i: os.path.getmtime(trained / "candidates" / f"net_{i:05d}.pt") for i in range(5)}
+    done = blends(three_runs, trained, "--steps", "40", "--num_models", "2", "--oversample", "3",
+                  "--check_images", "2000")
+    assert "kept 2 of 6 candidates" in done.stdout
+    assert before == {i: os.path.getmtime(trained / "candidates" / f"net_{i:05d}.pt") for i in range(5)}
+    g = load_checkpoint(trained / "newest_of3" / "generated.pt", GENERATED_KIND)
+    source, kept = g["source"], g["source"]["kept"]
+    assert source["candidates"] == 6 and source["oversample"] == 3 and len(kept) == 2
+    accurate = [a >= WeightDataset(str(three_runs), align="none").manifest["selection"]["min_acc"]
+                for a in source["check_accuracy"]]
+    rank = [(not accurate[i], source["check_overlaps"][i]) for i in range(6)]
+    assert max(rank[i] for i in kept) <= min(rank[i] for i in range(6) if i not in kept)
+    for j, i in enumerate(kept):  # the kept networks are those candidates, as trained
+        saved = torch.load(trained / "candidates" / f"net_{i:05d}.pt", weights_only=True)
+        assert torch.equal(g["weights"][j], saved["weights"][0])
+        assert saved["made_with"]["members"] == source["members"][j]
+    all5 = load_checkpoint(trained / "generated.pt", GENERATED_KIND)["weights"]
+    assert all(torch.equal(g["weights"][j], all5[i]) for j, i in enumerate(kept) if i < 5)
+
+
+def test_the_check_calls_a_training_checkpoint_a_copy(three_runs, trained, cifar):
+    ds = WeightDataset(str(three_runs), align="none")
+    copies = ds.standardizer.destandardize(ds.train[:2])
+    blended = load_checkpoint(trained / "generated.pt", GENERATED_KIND)["weights"]
+    accuracy, overlaps = check_overlaps(torch.cat([copies, blended]), ds, cifar, 2000, "cpu", quiet=True)
+    assert overlaps[:2].tolist() == [1.0, 1.0]  # its own mistakes, exactly
+    assert (overlaps[2:] < 0.95).all() and ((accuracy > 0.1) & (accuracy < 1)).all(), (accuracy, overlaps)
 
 
 def test_evaluate_generated_judges_the_blends(trained, three_runs):
@@ -102,6 +137,26 @@ def test_evaluate_generated_judges_the_blends(trained, three_runs):
                "--test_images", TEST_IMAGES, "--data_dir", DATA_DIR, "--no_download", "--device", "cpu")
     report = json.load(open(trained / "report.json"))
     assert len(report["per_model"]["generated"]["accuracy"]) == 5
+
+
+def test_evaluate_generated_judges_by_a_second_bar(trained, tmp_path):
+    def judge(*extra, check=True):
+        return run_script("evaluate_generated.py", "--model_path", trained, "--train_models", "3", "--baseline_models",
+                          "0", "--data_dir", DATA_DIR, "--no_download", "--device", "cpu", *extra, check=check)
+    judge("--test_images", TEST_IMAGES)
+    os.makedirs(tmp_path / "bar")
+    shutil.copy(trained / "report.json", tmp_path / "bar" / "report.json")  # the same networks set the bar
+    done = judge("--test_images", TEST_IMAGES, "--bar_from", tmp_path / "bar")
+    report = json.load(open(trained / "report.json"))
+    g = report["per_model"]["generated"]
+    bar = new_network_bar(g["max_error_overlap"])
+    new = [a >= report["min_acc"] and o <= bar for a, o in zip(g["accuracy"], g["max_error_overlap"])]
+    assert report["bar_from"]["bar"] == bar and report["bar_from"]["n"] == 5 and g["new_by_bar_from"] == new
+    assert report["bar_from"]["new"] == sum(new) / 5 and "By the bar of 5 networks judged before" in done.stdout
+    other = judge("--test_images", "500", "--bar_from", tmp_path / "bar", check=False)
+    assert other.returncode == 1 and "judged against other training checkpoints or test images" in other.stderr
+    missing = judge("--test_images", TEST_IMAGES, "--bar_from", tmp_path / "nowhere", check=False)
+    assert missing.returncode == 1 and "--bar_from: no report" in missing.stderr
 
 
 def test_clear_errors(three_runs, tmp_path):
@@ -112,3 +167,7 @@ def test_clear_errors(three_runs, tmp_path):
     assert missing.returncode == 1 and "checkpoint dataset not found" in missing.stderr
     bad = blends(three_runs, tmp_path / "z", "--runs_per_blend", "1", check=False)
     assert bad.returncode == 2 and "--runs_per_blend" in bad.stderr
+    bad = blends(three_runs, tmp_path / "z", "--oversample", "0", check=False)
+    assert bad.returncode == 2 and "--oversample" in bad.stderr
+    bad = blends(three_runs, tmp_path / "z", "--steps", "0", "--oversample", "3", check=False)
+    assert bad.returncode == 2 and "--steps 0 needs --oversample 1" in bad.stderr
