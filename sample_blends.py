@@ -255,7 +255,7 @@ def parse_args(argv=None):
     p.add_argument("--oversample", type=int, default=3,
                    help="train K candidates for every network asked for and keep the --num_models whose mistakes "
                         "on --check_images training images overlap least with those of any training checkpoint, "
-                        "among those as accurate there as the dataset's min_acc (default 3: on R20x3 58-68%% of "
+                        "among those as accurate there as the dataset's min_acc (default 3: on R20x3 58-76%% of "
                         "the kept networks pass the bar of fresh runs trained the same way, against 30-32%% of all "
                         "candidates, as accurate; 1: keep all, no check, a third of the time)")
     p.add_argument("--check_images", type=int, default=10000,
