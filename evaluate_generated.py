@@ -164,13 +164,18 @@ def novelty(groups, preds, train_rows, ds, labels):
     return results
 
 
+def verdicts(r, min_acc, bar):
+    """New or not, for every model of one group's results, by `bar`."""
+    return [is_new(a, o, min_acc, bar) for a, o in zip(r["accuracy"], r["max_error_overlap"])]
+
+
 def mark_new(results, min_acc):
     """Every model's verdict, new or not, against the bar the fresh group sets (None without one)."""
     if FRESH not in results:
         return None
     bar = new_network_bar(results[FRESH]["max_error_overlap"])
     for r in results.values():
-        r["new"] = [is_new(a, o, min_acc, bar) for a, o in zip(r["accuracy"], r["max_error_overlap"])]
+        r["new"] = verdicts(r, min_acc, bar)
     return bar
 
 
@@ -199,7 +204,7 @@ def bar_from(paths, training_checkpoints, n_test):
 def mark_new_by(results, min_acc, bar):
     """The share of generated networks new by `bar` (each verdict in results, as "new_by_bar_from")."""
     r = results["generated"]
-    r["new_by_bar_from"] = [is_new(a, o, min_acc, bar) for a, o in zip(r["accuracy"], r["max_error_overlap"])]
+    r["new_by_bar_from"] = verdicts(r, min_acc, bar)
     return float(np.mean(r["new_by_bar_from"]))
 
 
