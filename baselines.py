@@ -9,6 +9,8 @@ from functools import partial
 
 import torch
 
+from vae_model import join_channels, split_channels
+
 NOISE_SCALES = (0.01, 0.05, 0.1)
 
 
@@ -181,3 +183,21 @@ def span_shares(train, query, ks):
     for k in ks:
         out[k] = ((dev @ directions[:k].T) ** 2).sum(1).div(norm).mean().item()
     return out
+
+
+def channel_codes(train, query, layers, share):
+    """The query vectors (z-space) as the best linear code whose map is shared by all channels of
+    a layer could give them: each layer's channel tokens (vae_model.channel_layers) projected on
+    the first round(share x numbers per token) principal directions of the training vectors' tokens
+    of that layer (at least one), the least-squares optimum of such a code. Returns (the decoded
+    queries, {layer index: the share of the query tokens' variance about the training mean kept}).
+    Latent numbers per network: sum over layers of channels x directions kept."""
+    decoded, kept = [], {}
+    for i, (t, q) in enumerate(zip(split_channels(train.double(), layers), split_channels(query.double(), layers))):
+        tokens = t.reshape(-1, t.shape[2])
+        mu = tokens.mean(0)
+        _, _, directions = torch.linalg.svd(tokens - mu, full_matrices=False)
+        d = directions[:max(1, round(share * t.shape[2]))]
+        decoded.append((q - mu) @ d.T @ d + mu)
+        kept[i] = 1 - ((q - decoded[-1]) ** 2).sum().item() / ((q - mu) ** 2).sum().item()
+    return join_channels(decoded, layers).to(query.dtype), kept

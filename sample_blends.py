@@ -61,7 +61,7 @@ from cli import add_runtime_flags, run_main
 from baselines import max_error_overlap
 from model_io import GENERATED_KIND, atomic_write, load_checkpoint, pick_device, save_generated
 from tinynn import clamp_running_var
-from tinynn_training import budget_config, dataset_recipe, evaluate_flat, probabilities_flat, train_flat, train_on_seeds
+from tinynn_training import TRAIN_ON_DEFAULTS, budget_config, dataset_recipe, evaluate_flat, probabilities_flat, train_flat, train_on_seeds
 from weight_dataset import WeightDataset, training_images
 
 
@@ -239,11 +239,11 @@ def parse_args(argv=None):
     p.add_argument("--runs_per_blend", type=int, default=3,
                    help="checkpoints of this many different runs averaged in each network (default 3: on R20x3 "
                         "newer than two for half a point of accuracy; five lose more and are no newer)")
-    p.add_argument("--steps", type=int, default=200,
-                   help="SGD steps each blend is trained (default 200: about half a run of the short recipe of the "
+    p.add_argument("--steps", type=int, default=TRAIN_ON_DEFAULTS["steps"],
+                   help=f"SGD steps each blend is trained (default {TRAIN_ON_DEFAULTS['steps']}: about half a run of the short recipe of the "
                         "quickstart and R20x3, 386 steps; 0: untrained blends)")
-    p.add_argument("--lr", type=float, default=0.4,
-                   help="peak learning rate of the compressed schedule (default 0.4, twice the recipe's: at 0.2 "
+    p.add_argument("--lr", type=float, default=TRAIN_ON_DEFAULTS["lr"],
+                   help=f"peak learning rate of the compressed schedule (default {TRAIN_ON_DEFAULTS['lr']:g}, twice the recipe's: at 0.2 "
                         "the blends fall back towards their runs)")
     p.add_argument("--match", choices=["activations", "weights"], default="activations",
                    help="how each member's channels are matched to the first member's: activations (correlation "

@@ -237,6 +237,11 @@ def dataset_recipe(manifest, data):
     return TrainConfig(**manifest["train_config"]), x, y, statistics.median(r["steps"] for r in manifest["runs"])
 
 
+# How sample_blends.py trains each network it makes, and experiments.run_span the networks it
+# decodes: about half a run of the short recipe (R20x3: 386 steps) at twice its peak rate.
+TRAIN_ON_DEFAULTS = dict(steps=200, lr=0.4)
+
+
 def budget_config(train_config, steps, steps_per_epoch, lr=None):
     """`train_config`'s schedule compressed to `steps` SGD steps (warm-up and decay in proportion),
     with peak rate `lr` when given: the best-known use of a fixed budget (Li et al. 2020), for a

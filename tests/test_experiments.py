@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from baselines import distinct, nearest_within, span_shares
+from baselines import channel_codes, distinct, nearest_within, span_shares
 from blending import blend_coefficients, checkpoint_pairs, interpolate, match_pairs, pair_weights, reestimate_bn
 from checkpoint_dataset import DatasetError, load_run
 from cifar10 import standardize
@@ -13,7 +13,7 @@ from conftest import DATA_DIR, TEST_IMAGES, TINY, TINY_VAE_FLAGS, private_copy, 
 from model_io import GENERATED_KIND, VAE_KIND, load_checkpoint, save_generated
 from tinynn import clamp_running_var, layer_slots, model_from_flat
 from tinynn_training import RunTrainer, TrainConfig, budget_config, evaluate_flat
-from vae_model import WeightVAE, load_vae
+from vae_model import WeightVAE, channel_layers, join_channels, load_vae
 from weight_dataset import WeightDataset
 
 from experiments.midpoints import GROUPS, LATENT, MATCHED, cross_layers, latent_interpolate
@@ -311,12 +311,59 @@ def test_span_shares_see_what_lies_in_the_training_span_and_what_does_not():
 
 
 def test_run_span_tabulates_held_out_runs_against_the_training_runs(dataset, tmp_path):
-    run_script("-m", "experiments.run_span", "--checkpoint_dir", dataset, "--out", tmp_path)
+    run_script("-m", "experiments.run_span", "--checkpoint_dir", dataset, "--out", tmp_path, "--codes")
     result = json.load(open(tmp_path / "run_span.json"))
     (row,) = result["rows"]  # the tiny dataset: 2 runs, 1 held out
     assert row["runs"] == 1 and row["checkpoints"] == 4
     assert 0 <= row["in_span"] <= 1 and row["mean_explains"] <= 1
+    assert result["codes"] == [] and not (tmp_path / "run_span_codes.md").exists()
     assert (tmp_path / "run_span.md").stat().st_size > 0 and (tmp_path / "run_span.png").stat().st_size > 0
+
+
+def test_run_span_decodes_the_held_out_run_from_channel_codes(dataset, tmp_path):
+    run_script("-m", "experiments.run_span", "--checkpoint_dir", dataset, "--out", tmp_path, "--codes", "0.1", "0.5",
+               "--bn_images", "200", "--steps", "3", *SMALL[4:])
+    result = json.load(open(tmp_path / "run_span.json"))
+    held_out, small, half = result["codes"]
+    assert held_out["share"] == 1 and held_out["disagreement"] == 0 and held_out["variance_kept"] == 1
+    assert held_out["latent_numbers"] == WeightDataset(str(dataset)).layout.numel
+    assert small["latent_numbers"] < half["latent_numbers"] < held_out["latent_numbers"]
+    assert 0 < small["variance_kept"] < half["variance_kept"] < 1
+    assert held_out["acc"] > 0.3 and small["disagreement"] > 0  # a tenth of each channel is not the network
+    assert result["test_images"] == int(TEST_IMAGES) and (tmp_path / "run_span_codes.md").stat().st_size > 0
+    trained = {r["group"]: r for r in result["trained"]}
+    assert list(trained) == ["held-out checkpoints, trained", "code 0.1, trained", "code 0.5, trained",
+                             "fresh inits, trained", "training runs' last checkpoints, trained"]
+    own = trained["held-out checkpoints, trained"]
+    assert own["disagreement_own_run"] == 0 and own["nearest_training_run"] > 0 and own["own_run_share"] == 1
+    split = WeightDataset(str(dataset), holdout="runs")
+    assert own["n"] == len(split.val) and trained["training runs' last checkpoints, trained"]["n"] == 1  # 1 run
+    assert 0 < trained["code 0.1, trained"]["disagreement_own_run"] < 1
+    assert (tmp_path / "run_span_trained.md").stat().st_size > 0
+
+
+def test_run_span_refuses_steps_without_codes(dataset, tmp_path):
+    bad = run_script("-m", "experiments.run_span", "--checkpoint_dir", dataset, "--codes", "--steps", "3", check=False)
+    assert bad.returncode == 2 and "give at least one share" in bad.stderr
+
+
+def test_channel_codes_keep_what_the_training_channels_span():
+    shapes = [(6, 2, 3), (6,), (4, 6)]  # a conv-like layer with its bias (6 tokens of 7), a head (4 of 6)
+    layers = channel_layers(shapes)
+    gen = torch.Generator().manual_seed(0)
+    # Every token of layer 0 in a 2-dimensional affine subspace, layer 1's anywhere.
+    basis = torch.randn(2, 7, generator=gen)
+
+    def networks(n):
+        first = torch.randn(n, 6, 2, generator=gen) @ basis + 1.0
+        return join_channels([first, torch.randn(n, 4, 6, generator=gen)], layers)
+    train, query = networks(30), networks(3)
+    decoded, kept = channel_codes(train, query, layers, 2 / 7)  # two directions for layer 0
+    rows = lambda x: x[:, :42]  # layer 0: 6 channels x 7 numbers, first in layout order
+    assert torch.allclose(rows(decoded), rows(query), atol=1e-5) and kept[0] == pytest.approx(1.0, abs=1e-9)
+    assert kept[1] < 0.6  # layer 1 keeps round(2 / 7 x 6) = 2 of its 6 random directions
+    full, kept = channel_codes(train, query, layers, 1.0)
+    assert torch.allclose(full, query, atol=1e-5) and kept[1] == pytest.approx(1.0, abs=1e-9)
 
 
 def test_budget_config_compresses_the_recipe_to_the_steps():
