@@ -26,11 +26,14 @@ less than with the nearest training run trained so (own_run_share); fresh inits 
 steps (each in a data order of its own) show what the steps give without a code.
 
 Writes run_span.md/.json and run_span.png (both shares against N; the codes' accuracy against
-their share), run_span_codes.md and, with --steps, run_span_trained.md in --out.
+their share), run_span_codes.md and, with --steps, run_span_trained.md in --out; each trained
+group's test predictions are kept in run_span_trained/, so an interrupted run loses at most the
+group it was training.
 
     python -m experiments.run_span --checkpoint_dir R20x3 --val_runs 4 --min_acc 0.65 --steps 200
 """
 import argparse
+import hashlib
 import os
 
 import matplotlib
@@ -46,7 +49,7 @@ from blending import reestimate_bn
 from cifar10 import load_cifar10
 from cli import add_align_flag, add_runtime_flags, add_test_images_flag, run_main
 from experiments.common import write_table
-from model_io import pick_device, write_json
+from model_io import atomic_write, pick_device, write_json
 from tinynn_training import TRAIN_ON_DEFAULTS, budget_config, dataset_recipe, probabilities_flat, train_flat, train_on_seeds
 from vae_model import channel_layers
 from weight_dataset import WeightDataset, training_images
@@ -129,15 +132,28 @@ def trained_rows(ds, held_out, decoded, data, predict, labels, args, device):
     bar = tqdm(total=len(held_out) * (len(decoded) + 2) + len(run_ends), desc="trained", unit="net",
                disable=args.quiet)
 
-    def trained(weights, seeds=None):
-        seeds = seeds or train_on_seeds(args.seed, 1) * len(weights)  # one data order for all
-        w = train_flat(weights, seeds, ds.layout, ds.tinynn_config, x, y, cfg, args.steps, device, bar.update)
-        return predict(w)
+    os.makedirs(os.path.join(args.out, "run_span_trained"), exist_ok=True)
 
-    own = trained(held_out)
-    runs = trained(run_ends)
-    groups = {"held-out checkpoints": own, **{name: trained(w) for name, w in decoded.items()},
-              "fresh inits": trained(None, train_on_seeds(args.seed + 1, len(held_out)))}
+    def trained(name, weights, seeds=None):
+        """Test-set predictions of the group trained, kept in run_span_trained/ so that an interrupted
+        run goes on from the last group done."""
+        seeds = seeds or train_on_seeds(args.seed, 1) * len(weights)  # one data order for all
+        made_with = dict(dataset=ds.description, steps=args.steps, lr=args.lr, seeds=seeds, test_images=len(labels),
+                         start=None if weights is None else hashlib.sha256(weights.numpy().tobytes()).hexdigest())
+        path = os.path.join(args.out, "run_span_trained", name.replace(" ", "_") + ".pt")
+        saved = torch.load(path, weights_only=True) if os.path.exists(path) else {}
+        if saved.get("made_with") == made_with:
+            bar.update(len(seeds))
+            return saved["predictions"]
+        w = train_flat(weights, seeds, ds.layout, ds.tinynn_config, x, y, cfg, args.steps, device, bar.update)
+        predictions = predict(w)
+        atomic_write(path, lambda tmp: torch.save(dict(made_with=made_with, predictions=predictions), tmp))
+        return predictions
+
+    own = trained("held-out checkpoints", held_out)
+    runs = trained("training runs", run_ends)
+    groups = {"held-out checkpoints": own, **{name: trained(name, w) for name, w in decoded.items()},
+              "fresh inits": trained("fresh inits", None, train_on_seeds(args.seed + 1, len(held_out)))}
     bar.close()
     rows = []
     for name, p in groups.items():

@@ -321,9 +321,15 @@ def test_run_span_tabulates_held_out_runs_against_the_training_runs(dataset, tmp
 
 
 def test_run_span_decodes_the_held_out_run_from_channel_codes(dataset, tmp_path):
-    run_script("-m", "experiments.run_span", "--checkpoint_dir", dataset, "--out", tmp_path, "--codes", "0.1", "0.5",
-               "--bn_images", "200", "--steps", "3", *SMALL[4:])
+    argv = ["-m", "experiments.run_span", "--checkpoint_dir", dataset, "--out", tmp_path, "--codes", "0.1", "0.5",
+            "--bn_images", "200", "--steps", "3", *SMALL[4:]]
+    run_script(*argv)
     result = json.load(open(tmp_path / "run_span.json"))
+    saved = {p: p.stat().st_mtime_ns for p in (tmp_path / "run_span_trained").glob("*.pt")}
+    assert len(saved) == 5  # one file a trained group
+    run_script(*argv)  # a rerun (or an interrupted run) trains nothing again
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run_span_trained").glob("*.pt")} == saved
+    assert json.load(open(tmp_path / "run_span.json"))["trained"] == result["trained"]
     held_out, small, half = result["codes"]
     assert held_out["share"] == 1 and held_out["disagreement"] == 0 and held_out["variance_kept"] == 1
     assert held_out["latent_numbers"] == WeightDataset(str(dataset)).layout.numel
