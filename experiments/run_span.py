@@ -113,10 +113,10 @@ def code_rows(ds, args):
     decoded = {}
     for share in tqdm(args.codes, desc="channel codes", disable=args.quiet):
         z, kept = channel_codes(ds.train, ds.val, layers, share)
-        decoded[f"code {share:g}"] = ds.standardizer.destandardize(z)
+        decoded[share] = ds.standardizer.destandardize(z)
         latent = sum(n * max(1, round(share * sum(widths))) for n, widths in layers)
         rows.append(dict(share=share, latent_numbers=latent, variance_kept=sum(kept.values()) / len(kept),
-                         **evaluate(decoded[f"code {share:g}"], originals)))
+                         **evaluate(decoded[share], originals)))
     trained = trained_rows(ds, held_out, decoded, data, predict, labels, args, device) if args.steps else []
     return rows, trained, len(labels)
 
@@ -152,7 +152,7 @@ def trained_rows(ds, held_out, decoded, data, predict, labels, args, device):
 
     own = trained("held-out checkpoints", held_out)
     runs = trained("training runs", run_ends)
-    groups = {"held-out checkpoints": own, **{name: trained(name, w) for name, w in decoded.items()},
+    groups = {"held-out checkpoints": own, **{f"code {c:g}": trained(f"code {c:g}", w) for c, w in decoded.items()},
               "fresh inits": trained("fresh inits", None, train_on_seeds(args.seed + 1, len(held_out)))}
     bar.close()
     rows = []
@@ -193,12 +193,12 @@ def main(args):
         write_table(out + "_trained", trained_title, TRAINED_COLUMNS, trained)
     write_json(out + ".json", dict(title=title, rows=rows, codes=codes, trained=trained, bn_images=args.bn_images,
                                    test_images=n_test, steps=args.steps, lr=args.lr, seed=args.seed))
-    plot(rows, codes, out + ".png")
+    plot(rows, codes, trained, args.steps, out + ".png")
     extra = [f"{out}_{name}.md" for name, rows in (("codes", codes), ("trained", trained)) if rows]
     print(f"written to {out}.md/.json/.png" + "".join(f", {e}" for e in extra))
 
 
-def plot(rows, codes, path):
+def plot(rows, codes, trained, steps, path):
     n = [r["runs"] for r in rows]
     fig, axes = plt.subplots(1, 3 if codes else 2, figsize=(15 if codes else 10, 4))
     span, mean = axes[:2]
@@ -212,16 +212,19 @@ def plot(rows, codes, path):
              title="What the N runs' mean explains")
     span.legend(fontsize=8)
     if codes:
-        plot_codes(axes[2], codes)
+        plot_codes(axes[2], codes, trained, steps)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_codes(ax, codes):
+def plot_codes(ax, codes, trained, steps):
     shares = [r["share"] for r in codes[1:]]
     ax.plot(shares, [r["acc"] for r in codes[1:]], "o-", label="decoded, BatchNorm statistics as decoded")
     ax.plot(shares, [r["acc_bn_reestimated"] for r in codes[1:]], "s--", label="BatchNorm re-estimated")
+    if trained:  # the code rows of trained_rows follow the held-out checkpoints' row, in --codes order
+        ax.plot(shares, [r["acc"] for r in trained[1:1 + len(shares)]], "^-", label=f"decoded, trained {steps} steps")
+        ax.axhline(trained[0]["acc"], color="green", lw=0.8, label=f"held-out checkpoints trained {steps} steps")
     ax.axhline(codes[0]["acc"], color="gray", lw=0.8, label="held-out checkpoints")
     ax.axhline(codes[0]["acc"] - 0.02, color="red", ls=":", lw=0.8, label="2 points below (target 4)")
     ax.set(xlabel="share of each channel's numbers kept", ylabel="test accuracy",
@@ -250,8 +253,8 @@ def parse_args(argv=None):
     add_runtime_flags(p, seed_help="the data order of the --steps (default 0)")
     p.add_argument("--out", default=None, help="where the table and plot go (default: the dataset folder)")
     args = p.parse_args(argv)
-    if any(not 0 < c < 1 for c in args.codes):
-        p.error("--codes: each share must lie strictly between 0 and 1")
+    if any(not 0 < c < 1 for c in args.codes) or len(set(args.codes)) < len(args.codes):
+        p.error("--codes: each share must lie strictly between 0 and 1, and be given once")
     if args.steps < 0 or args.lr <= 0:
         p.error("--steps must be >= 0 and --lr > 0")
     if args.steps and not args.codes:

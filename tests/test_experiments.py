@@ -348,9 +348,11 @@ def test_run_span_decodes_the_held_out_run_from_channel_codes(dataset, tmp_path)
     assert (tmp_path / "run_span_trained.md").stat().st_size > 0
 
 
-def test_run_span_refuses_steps_without_codes(dataset, tmp_path):
+def test_run_span_refuses_steps_without_codes_and_a_share_twice(dataset, tmp_path):
     bad = run_script("-m", "experiments.run_span", "--checkpoint_dir", dataset, "--codes", "--steps", "3", check=False)
     assert bad.returncode == 2 and "give at least one share" in bad.stderr
+    twice = run_script("-m", "experiments.run_span", "--checkpoint_dir", dataset, "--codes", "0.5", "0.5", check=False)
+    assert twice.returncode == 2 and "given once" in twice.stderr
 
 
 def test_channel_codes_keep_what_the_training_channels_span():
