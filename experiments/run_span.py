@@ -141,7 +141,7 @@ def trained_rows(ds, held_out, decoded, data, predict, labels, args, device):
         made_with = dict(dataset=ds.description, steps=args.steps, lr=args.lr, seeds=seeds, test_images=len(labels),
                          start=None if weights is None else hashlib.sha256(weights.numpy().tobytes()).hexdigest())
         path = os.path.join(args.out, "run_span_trained", name.replace(" ", "_") + ".pt")
-        saved = torch.load(path, weights_only=True) if os.path.exists(path) else {}
+        saved = saved_predictions(path)
         if saved.get("made_with") == made_with:
             bar.update(len(seeds))
             return saved["predictions"]
@@ -168,6 +168,15 @@ def trained_rows(ds, held_out, decoded, data, predict, labels, args, device):
                      acc_min=acc.min().item(), disagreement_own_run=None, nearest_training_run=None,
                      own_run_share=None))
     return rows
+
+
+def saved_predictions(path):
+    """The dict a trained group was kept as, or {} when it is missing or damaged (then trained again)."""
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception:  # missing, or cut short by a full disk or an interrupted copy
+        return {}
+    return saved if isinstance(saved, dict) else {}
 
 
 def main(args):

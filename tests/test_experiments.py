@@ -327,8 +327,11 @@ def test_run_span_decodes_the_held_out_run_from_channel_codes(dataset, tmp_path)
     result = json.load(open(tmp_path / "run_span.json"))
     saved = {p: p.stat().st_mtime_ns for p in (tmp_path / "run_span_trained").glob("*.pt")}
     assert len(saved) == 5  # one file a trained group
-    run_script(*argv)  # a rerun (or an interrupted run) trains nothing again
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run_span_trained").glob("*.pt")} == saved
+    damaged = tmp_path / "run_span_trained" / "code_0.5.pt"
+    damaged.write_bytes(damaged.read_bytes()[:100])  # cut short: trained again, the rest reused
+    run_script(*argv)
+    now = {p: p.stat().st_mtime_ns for p in (tmp_path / "run_span_trained").glob("*.pt")}
+    assert now[damaged] != saved.pop(damaged) and all(now[p] == t for p, t in saved.items())
     assert json.load(open(tmp_path / "run_span.json"))["trained"] == result["trained"]
     held_out, small, half = result["codes"]
     assert held_out["share"] == 1 and held_out["disagreement"] == 0 and held_out["variance_kept"] == 1
