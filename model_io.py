@@ -54,6 +54,22 @@ def save_checkpoint(obj, path):
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+def keep_result(path, made_with, **values):
+    """Save `values` (tensors, lists) to `path` with the settings that made them, atomically: a
+    long run keeps each finished piece of work this way and takes it back with kept_result."""
+    atomic_write(path, lambda tmp: torch.save(dict(values, made_with=made_with), tmp))
+
+
+def kept_result(path, made_with):
+    """What keep_result saved at `path`, if it was made with `made_with`; else None (also when the
+    file is missing or damaged, e.g. cut short by a full disk: the work is then done again)."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    return saved if isinstance(saved, dict) and saved.get("made_with") == made_with else None
+
+
 def registered(registry, name, what):
     """registry[name] for a network named in a checkpoint, or one clear error naming the known ones."""
     if name not in registry:

@@ -59,7 +59,7 @@ from blending import blend_coefficients, checkpoint_pairs, interpolate, match_pa
 from cifar10 import held_out_split, load_cifar10, standardize
 from cli import add_runtime_flags, run_main
 from baselines import max_error_overlap
-from model_io import GENERATED_KIND, atomic_write, load_checkpoint, pick_device, save_generated
+from model_io import GENERATED_KIND, keep_result, kept_result, load_checkpoint, pick_device, save_generated
 from tinynn import clamp_running_var
 from tinynn_training import TRAIN_ON_DEFAULTS, budget_config, dataset_recipe, evaluate_flat, probabilities_flat, train_flat, train_on_seeds
 from weight_dataset import WeightDataset, training_images
@@ -98,17 +98,6 @@ def blend(ds, rows, args, images, match_images):
     return reestimate_bn(mean, ds, images)
 
 
-def saved_network(path, expected):
-    """The weights in candidates/net_I.pt if they were made with `expected` (settings and members)."""
-    if not os.path.exists(path):
-        return None
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # damaged (a full disk, a copy cut short): trained again, not fatal
-        return None
-    return saved["weights"] if isinstance(saved, dict) and saved.get("made_with") == expected else None
-
-
 def train_blends(ds, pairs, data, args, device):
     """[candidates, n_params]: every blend trained --steps steps on the training images of `data`,
     each saved in candidates/ when done (and taken from there when a run is continued, or by a
@@ -123,12 +112,14 @@ def train_blends(ds, pairs, data, args, device):
     out = []
     for i in tqdm(range(len(pairs)), desc="blends", unit="net", disable=args.quiet):
         path, expected = os.path.join(args.candidates, f"net_{i:05d}.pt"), dict(settings, members=members[i])
-        w = saved_network(path, expected)
-        if w is None:
+        saved = kept_result(path, expected)
+        if saved:
+            w = saved["weights"]
+        else:
             w = blend(ds, pairs[i], args, images, match_images)
             if args.steps:
                 w = train_flat(w, seeds[i:i + 1], ds.layout, ds.tinynn_config, x, y, cfg, args.steps, device)
-            atomic_write(path, lambda tmp: torch.save(dict(made_with=expected, weights=w.cpu()), tmp))
+            keep_result(path, expected, weights=w.cpu())
         out.append(w.cpu())
     return torch.cat(out)
 

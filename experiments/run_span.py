@@ -49,7 +49,7 @@ from blending import reestimate_bn
 from cifar10 import load_cifar10
 from cli import add_align_flag, add_runtime_flags, add_test_images_flag, run_main
 from experiments.common import write_table
-from model_io import atomic_write, pick_device, write_json
+from model_io import keep_result, kept_result, pick_device, write_json
 from tinynn_training import TRAIN_ON_DEFAULTS, budget_config, dataset_recipe, probabilities_flat, train_flat, train_on_seeds
 from vae_model import channel_layers
 from weight_dataset import WeightDataset, training_images
@@ -141,13 +141,13 @@ def trained_rows(ds, held_out, decoded, data, predict, labels, args, device):
         made_with = dict(dataset=ds.description, steps=args.steps, lr=args.lr, seeds=seeds, test_images=len(labels),
                          start=None if weights is None else hashlib.sha256(weights.numpy().tobytes()).hexdigest())
         path = os.path.join(args.out, "run_span_trained", name.replace(" ", "_") + ".pt")
-        saved = saved_predictions(path)
-        if saved.get("made_with") == made_with:
+        saved = kept_result(path, made_with)
+        if saved:
             bar.update(len(seeds))
             return saved["predictions"]
         w = train_flat(weights, seeds, ds.layout, ds.tinynn_config, x, y, cfg, args.steps, device, bar.update)
         predictions = predict(w)
-        atomic_write(path, lambda tmp: torch.save(dict(made_with=made_with, predictions=predictions), tmp))
+        keep_result(path, made_with, predictions=predictions)
         return predictions
 
     own = trained("held-out checkpoints", held_out)
@@ -168,15 +168,6 @@ def trained_rows(ds, held_out, decoded, data, predict, labels, args, device):
                      acc_min=acc.min().item(), disagreement_own_run=None, nearest_training_run=None,
                      own_run_share=None))
     return rows
-
-
-def saved_predictions(path):
-    """The dict a trained group was kept as, or {} when it is missing or damaged (then trained again)."""
-    try:
-        saved = torch.load(path, weights_only=True)
-    except Exception:  # missing, or cut short by a full disk or an interrupted copy
-        return {}
-    return saved if isinstance(saved, dict) else {}
 
 
 def main(args):
