@@ -9,7 +9,7 @@ from functools import partial
 
 import torch
 
-from vae_model import join_channels, split_channels
+from vae_model import join_channels, principal_directions, split_channels
 
 NOISE_SCALES = (0.01, 0.05, 0.1)
 
@@ -196,8 +196,7 @@ def channel_codes(train, query, layers, share):
     for i, (t, q) in enumerate(zip(split_channels(train.double(), layers), split_channels(query.double(), layers))):
         tokens = t.reshape(-1, t.shape[2])
         mu = tokens.mean(0)
-        _, _, directions = torch.linalg.svd(tokens - mu, full_matrices=False)
-        d = directions[:max(1, round(share * t.shape[2]))]
+        d, _ = principal_directions(tokens - mu, max(1, round(share * t.shape[2])))
         decoded.append((q - mu) @ d.T @ d + mu)
         kept[i] = 1 - ((q - decoded[-1]) ** 2).sum().item() / ((q - mu) ** 2).sum().item()
     return join_channels(decoded, layers).to(query.dtype), kept

@@ -30,7 +30,7 @@ from model_io import VAE_KIND, pick_device, save_checkpoint, write_json
 from tinynn_training import probabilities_flat
 from training_utils import (EMA, batches_per_epoch, descend, for_sampling, resume, reuse_freed_memory, run_epochs,
                             steps_summary, training_state, write_log)
-from vae_model import AUTOENCODERS, VAE_DEFAULTS, load_vae
+from vae_model import AUTOENCODERS, VAE_DEFAULTS, WIDTHLESS, load_vae
 from weight_dataset import WeightDataset
 
 
@@ -128,9 +128,10 @@ def main(args):
     # global generator, so a run would otherwise depend on whether alignment.pt was cached.
     torch.manual_seed(args.seed)
     autoencoder = AUTOENCODERS[args.autoencoder]
-    width = {} if args.hidden is None else dict(hidden=args.hidden)  # else the autoencoder's own default
-    model = autoencoder.for_layout(ds.layout, latent_dim=args.latent_dim, input_noise=args.input_noise,
-                                   latent_noise=args.latent_noise, **width).to(device)
+    sizes = {k: v for k, v in dict(hidden=args.hidden, latent_dim=args.latent_dim).items()
+             if v is not None}  # else the autoencoder's own defaults
+    model = autoencoder.for_layout(ds.layout, input_noise=args.input_noise, latent_noise=args.latent_noise,
+                                   **sizes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)  # one kernel per step: faster on CPU and GPU
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=args.lr_step, gamma=args.lr_gamma)
     ema = EMA(model, args.ema)
@@ -140,6 +141,8 @@ def main(args):
         ckpt = resume(last_path, VAE_KIND, dict(autoencoder=args.autoencoder, model_args=model.args), model, ema,
                       opt, sched)
         history, best["val"] = ckpt["history"], ckpt["best_val"]
+    else:
+        model.initialise_from(train)
 
     t0 = time.time()
     gen = torch.Generator(device=device).manual_seed(args.seed + len(history))
@@ -215,12 +218,16 @@ def parse_args(argv=None):
                    help="weight of the KL term; 0.1 gave the best prior samples of 1e-3, 1e-2, 0.1 (default 0.1)")
     p.add_argument("--autoencoder", choices=sorted(AUTOENCODERS), default="mlp",
                    help="autoencoder network (vae_model.AUTOENCODERS): mlp, MLPs over the whole weight vector "
-                        "(default); channels, a transformer over one token per output channel")
+                        "(default); channels, a transformer over one token per output channel; layercodes, a "
+                        "linear code of each output channel with one map per layer, started at the channels' "
+                        "principal directions")
     p.add_argument("--hidden", type=int, default=None,
-                   help=f"width: of the MLP layers (mlp, default {d['hidden']}) or of the tokens (channels, default 64)")
-    p.add_argument("--latent_dim", type=int, default=d["latent_dim"],
-                   help=f"latent numbers (default {d['latent_dim']}); channels spreads them over its tokens, at least "
-                        "one each (TinyNN: 210)")
+                   help=f"width: of the MLP layers (mlp, default {d['hidden']}) or of the tokens (channels, default "
+                        "64); layercodes has none")
+    p.add_argument("--latent_dim", type=int, default=None,
+                   help=f"latent numbers (mlp and channels: default {d['latent_dim']}); channels spreads them over "
+                        "its tokens, at least one each (TinyNN: 210); layercodes over its layers in proportion "
+                        "to their numbers per channel, at least one a channel (default: a quarter of the network's numbers)")
     p.add_argument("--input_noise", type=float, default=d["input_noise"],
                    help=f"std of noise added to standardised input weights in training (default {d['input_noise']})")
     p.add_argument("--latent_noise", type=float, default=d["latent_noise"],
@@ -251,7 +258,10 @@ def parse_args(argv=None):
     add_test_images_flag(p, where="the final report: ")
     p.add_argument("--resume", action="store_true", help="continue from RUN_NAME/vae_last.pt")
     add_runtime_flags(p, seed_help="seed of initialisation, shuffling and the validation split (default 0)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.hidden is not None and args.autoencoder in WIDTHLESS:
+        p.error(f"--autoencoder {args.autoencoder} has no width; drop --hidden")
+    return args
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ VARIANTS = {
     "vae_no_noise": ("--input_noise 0 --latent_noise 0 --kl_weight 1e-4", "", ""),
     "vae_kl1e-2_noise0.03": ("--latent_noise 0.03 --kl_weight 0.01", "", ""),
     "vae_latent128": ("--latent_dim 128", "", ""),
+    "layercodes": ("--autoencoder layercodes", "", ""),
     "align_activations": ("--align activations", "", ""),
     "direct": (None, "--space weights --batch_size 32", ""),
     "ddim_eta1": ("", "", "--eta 1"),

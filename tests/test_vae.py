@@ -8,7 +8,8 @@ import torch
 from conftest import DATA_DIR, private_copy, run_script
 from model_io import CheckpointError, save_checkpoint
 from tinynn import FlatLayout, TinyNN
-from vae_model import ChannelTokenVAE, channel_layers, join_channels, load_vae, split_channels
+from baselines import channel_codes
+from vae_model import ChannelTokenVAE, LayerCodeVAE, channel_layers, join_channels, load_vae, split_channels
 from standardizer import Standardizer
 from weight_dataset import WeightDataset
 
@@ -155,6 +156,45 @@ def test_channel_vae_trains_reconstructs_and_reloads(dataset):
     assert mse < 0.9 * (ds.train ** 2).mean().item()
     final = json.load(open(dataset / "vae_channels" / "final.json"))
     assert final["n_heldout"] == 2 and 0 <= final["reconstructed"]["mean"] <= 1
+
+
+def test_layer_codes_start_at_the_best_shared_linear_code():
+    """LayerCodeVAE spreads its latent over the layers (a quarter of the numbers by default, at least
+    one a channel) and, initialised from training vectors, decodes any vector as baselines.channel_codes
+    does: the least-squares optimum of a linear code shared by a layer's channels."""
+    layout = FlatLayout.of(TinyNN())
+    layers = channel_layers([s.shape for s in layout.slots])
+    vae = LayerCodeVAE.for_layout(layout)
+    assert vae.latent_dim == sum(n * k for (n, _), k in zip(layers, vae.codes))
+    assert abs(vae.latent_dim - layout.numel / 4) < 210 and min(vae.codes) >= 1
+    assert LayerCodeVAE.for_layout(layout, latent_dim=1).latent_dim == 210
+    g = torch.Generator().manual_seed(0)
+    train, query = torch.randn(6, layout.numel, generator=g), torch.randn(3, layout.numel, generator=g)
+    vae.initialise_from(train)
+    best, _ = channel_codes(train, query, layers, 0.25)
+    torch.testing.assert_close(vae.eval().reconstruct(query), best, rtol=1e-4, atol=1e-4)
+    mu, logvar = vae.encode(train)
+    assert mu.shape == logvar.shape == (6, vae.latent_dim)
+    assert mu.std().item() == pytest.approx(1, abs=0.05)  # whitened: the prior's scale
+
+
+def test_layer_code_vae_trains_reconstructs_and_reloads(dataset):
+    """train_vae.py --autoencoder layercodes: starts at the training channels' code, keeps it under
+    the VAE loss, reloads alone, and reconstructs its training checkpoints better than their mean.
+    It has no width: --hidden is refused."""
+    flags = [f for f in TINY_VAE if f not in ("--hidden", "64", "--latent_dim", "8")]
+    run_script("train_vae.py", "--checkpoint_dir", dataset, "--run_name", "vae_layercodes", "--autoencoder",
+               "layercodes", "--epochs", "4", *flags)
+    vae, _, ckpt = load_vae(str(dataset / "vae_layercodes" / "vae.pt"))
+    assert isinstance(vae, LayerCodeVAE) and ckpt["autoencoder"] == "layercodes"
+    assert vae.latent_dim == LayerCodeVAE.for_layout(FlatLayout.of(TinyNN())).latent_dim
+    ds = WeightDataset(str(dataset), val_fraction=0.25)
+    for x in (ds.train, ds.val):  # the held-out checkpoints too: the code is not a lookup of the training ones
+        mse = ((vae.reconstruct(x) - x) ** 2).mean().item()
+        assert mse < 0.5 * ((x - ds.train.mean(0)) ** 2).mean().item()
+    refused = run_script("train_vae.py", "--checkpoint_dir", dataset, "--autoencoder", "layercodes", *TINY_VAE,
+                         check=False)
+    assert refused.returncode == 2 and "no width" in refused.stderr
 
 
 def test_keep_last_keeps_the_last_saved_epoch(dataset, tmp_path):
