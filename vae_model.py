@@ -131,7 +131,8 @@ class ChannelMaps(nn.Module):
     """One affine map per output channel between a layer's channel tokens and a width: [B, n, a] ->
     [B, n, b]. Not shared across channels: the channels of a layer are nearly full-rank (on R60x1 a
     64-dimensional map shared by all channels of a 3x3 conv layer keeps only 48-58% of their
-    variance), so a shared map would limit what can be reconstructed."""
+    variance), so a shared map would limit what can be reconstructed of the training runs. For runs
+    it has not seen, the shared map reaches further (LayerCodeVAE)."""
 
     def __init__(self, n, a, b):
         super().__init__()
