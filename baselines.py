@@ -9,7 +9,7 @@ from functools import partial
 
 import torch
 
-from vae_model import join_channels, principal_directions, split_channels
+from vae_model import code_sizes, join_channels, principal_directions, split_channels
 
 NOISE_SCALES = (0.01, 0.05, 0.1)
 
@@ -193,10 +193,9 @@ def channel_codes(train, query, layers, share):
     queries, {layer index: the share of the query tokens' variance about the training mean kept}).
     Latent numbers per network: sum over layers of channels x directions kept."""
     decoded, kept = [], {}
-    for i, (t, q) in enumerate(zip(split_channels(train.double(), layers), split_channels(query.double(), layers))):
-        tokens = t.reshape(-1, t.shape[2])
-        mu = tokens.mean(0)
-        d, _ = principal_directions(tokens - mu, max(1, round(share * t.shape[2])))
+    pairs = zip(split_channels(train.double(), layers), split_channels(query.double(), layers), code_sizes(layers, share))
+    for i, (t, q, k) in enumerate(pairs):
+        mu, d, _ = principal_directions(t, k)
         decoded.append((q - mu) @ d.T @ d + mu)
         kept[i] = 1 - ((q - decoded[-1]) ** 2).sum().item() / ((q - mu) ** 2).sum().item()
     return join_channels(decoded, layers).to(query.dtype), kept

@@ -30,7 +30,7 @@ from model_io import VAE_KIND, pick_device, save_checkpoint, write_json
 from tinynn_training import probabilities_flat
 from training_utils import (EMA, batches_per_epoch, descend, for_sampling, resume, reuse_freed_memory, run_epochs,
                             steps_summary, training_state, write_log)
-from vae_model import AUTOENCODERS, VAE_DEFAULTS, WIDTHLESS, load_vae
+from vae_model import AUTOENCODERS, VAE_DEFAULTS, load_vae
 from weight_dataset import WeightDataset
 
 
@@ -259,7 +259,7 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue from RUN_NAME/vae_last.pt")
     add_runtime_flags(p, seed_help="seed of initialisation, shuffling and the validation split (default 0)")
     args = p.parse_args(argv)
-    if args.hidden is not None and args.autoencoder in WIDTHLESS:
+    if args.hidden is not None and not AUTOENCODERS[args.autoencoder].has_width:
         p.error(f"--autoencoder {args.autoencoder} has no width; drop --hidden")
     return args
 

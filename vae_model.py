@@ -33,6 +33,8 @@ class _NoisyVAE(nn.Module):
     """What every autoencoder here shares: noise augmentation, reparameterisation, the loss and
     prior sampling. A subclass sets self.args and self.latent_dim and defines encode and decode."""
 
+    has_width = True  # its constructor takes hidden=
+
     def __init__(self, input_noise, latent_noise):
         super().__init__()
         self.input_noise, self.latent_noise = input_noise, latent_noise
@@ -193,11 +195,20 @@ class ChannelTokenVAE(_NoisyVAE):
         return join_channels([unembed(t) for unembed, t in zip(self.unembed, h)], self.layers)
 
 
+def code_sizes(layers, share):
+    """Latent numbers per channel of each layer of channel_layers for a code that keeps `share` of a
+    channel's numbers (at least one)."""
+    return [max(1, round(share * sum(widths))) for _, widths in layers]
+
+
 def principal_directions(tokens, k):
-    """The first k principal directions [k, width] of centred tokens [N, width] and the variance of
-    the tokens along each [k] (computed in float64: the smallest kept directions matter)."""
-    _, s, v = torch.linalg.svd(tokens.double(), full_matrices=False)
-    return v[:k].to(tokens.dtype), (s[:k] ** 2 / max(1, len(tokens) - 1)).to(tokens.dtype)
+    """(mean token [width], first k principal directions [k, width], variance along each [k]) of
+    tokens [..., width] pooled over the leading dimensions (a layer's channels of every network). The
+    SVD runs in float64: the smallest kept directions matter."""
+    tokens = tokens.reshape(-1, tokens.shape[-1])
+    mean = tokens.mean(0)
+    _, s, v = torch.linalg.svd((tokens - mean).double(), full_matrices=False)
+    return mean, v[:k].to(tokens.dtype), (s[:k] ** 2 / max(1, len(tokens) - 1)).to(tokens.dtype)
 
 
 class LayerCodeVAE(_NoisyVAE):
@@ -213,6 +224,8 @@ class LayerCodeVAE(_NoisyVAE):
     latent_dim is spread over the layers in proportion to their numbers per token (at least one a
     channel); None: a quarter of the network's numbers."""
 
+    has_width = False
+
     def __init__(self, shapes, latent_dim=None, input_noise=VAE_DEFAULTS["input_noise"],
                  latent_noise=VAE_DEFAULTS["latent_noise"]):
         super().__init__(input_noise, latent_noise)
@@ -221,7 +234,7 @@ class LayerCodeVAE(_NoisyVAE):
         self.layers = channel_layers(shapes)
         numel = sum(math.prod(s) for s in shapes)
         share = 0.25 if latent_dim is None else latent_dim / numel
-        self.codes = [max(1, round(share * sum(w))) for _, w in self.layers]
+        self.codes = code_sizes(self.layers, share)
         self.latent_dim = sum(n * k for (n, _), k in zip(self.layers, self.codes))
         self.means = nn.ParameterList(nn.Parameter(torch.zeros(sum(w))) for _, w in self.layers)
         self.encoders = nn.ParameterList(nn.Parameter(torch.randn(sum(w), k) / sum(w) ** 0.5)
@@ -241,9 +254,7 @@ class LayerCodeVAE(_NoisyVAE):
         channel would fit the training runs better and unseen ones worse (R20x3: 24% of an unseen
         run's variance kept, against 27%)."""
         for i, tokens in enumerate(split_channels(x, self.layers)):
-            tokens = tokens.reshape(-1, tokens.shape[2])
-            mean = tokens.mean(0)
-            directions, variance = principal_directions(tokens - mean, self.codes[i])
+            mean, directions, variance = principal_directions(tokens, self.codes[i])
             sd = variance.clamp(min=1e-8).sqrt()
             self.means[i].copy_(mean)
             self.encoders[i].copy_(directions.T / sd)
@@ -265,11 +276,9 @@ class LayerCodeVAE(_NoisyVAE):
 
 # Autoencoders by name (train_vae.py --autoencoder; the name is recorded in the checkpoint). A new
 # one subclasses _NoisyVAE, is built by for_layout(layout, hidden=, latent_dim=, input_noise=,
-# latent_noise=) from a TinyNN FlatLayout (hidden= only where it has a width: WIDTHLESS lists those
-# without), keeps its constructor's arguments in self.args (it is rebuilt from them) and defines
+# latent_noise=) from a TinyNN FlatLayout (hidden= only where it has a width, has_width), keeps its constructor's arguments in self.args (it is rebuilt from them) and defines
 # encode(x) -> (mu, logvar) and decode(z); initialise_from(x) if it starts from the data.
 AUTOENCODERS = {"mlp": WeightVAE, "channels": ChannelTokenVAE, "layercodes": LayerCodeVAE}
-WIDTHLESS = {"layercodes"}
 
 
 def build_vae(ckpt):

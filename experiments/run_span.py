@@ -51,7 +51,7 @@ from cli import add_align_flag, add_runtime_flags, add_test_images_flag, run_mai
 from experiments.common import write_table
 from model_io import keep_result, kept_result, pick_device, write_json
 from tinynn_training import TRAIN_ON_DEFAULTS, budget_config, dataset_recipe, probabilities_flat, train_flat, train_on_seeds
-from vae_model import channel_layers
+from vae_model import channel_layers, code_sizes
 from weight_dataset import WeightDataset, training_images
 
 COLUMNS = ["runs", "checkpoints", "mean_explains", "in_span", "random_directions"]
@@ -114,7 +114,7 @@ def code_rows(ds, args):
     for share in tqdm(args.codes, desc="channel codes", disable=args.quiet):
         z, kept = channel_codes(ds.train, ds.val, layers, share)
         decoded[share] = ds.standardizer.destandardize(z)
-        latent = sum(n * max(1, round(share * sum(widths))) for n, widths in layers)
+        latent = sum(n * k for (n, _), k in zip(layers, code_sizes(layers, share)))
         rows.append(dict(share=share, latent_numbers=latent, variance_kept=sum(kept.values()) / len(kept),
                          **evaluate(decoded[share], originals)))
     trained = trained_rows(ds, held_out, decoded, data, predict, labels, args, device) if args.steps else []
