@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import checkpoint_dataset as cd
-from cifar10 import AUGMENTATIONS, held_out_split, load_cifar10
-from cli import add_runtime_flags, run_main
-from tinynn import TINYNN_DEFAULTS, FlatLayout, TinyNN
-from model_io import pick_device, write_json
-from population_training import PopulationTrainer
-from tinynn_training import RunTrainer, TrainConfig, evaluate, run_seed
+from weightgen import checkpoint_dataset as cd
+from weightgen.cifar10 import AUGMENTATIONS, held_out_split, load_cifar10
+from weightgen.cli import add_runtime_flags, run_main
+from weightgen.tinynn import TINYNN_DEFAULTS, FlatLayout, TinyNN
+from weightgen.model_io import pick_device, write_json
+from weightgen.population_training import PopulationTrainer
+from weightgen.tinynn_training import RunTrainer, TrainConfig, evaluate, run_seed
 
 # Runs trained together on a GPU by default: a guess, not yet measured on a GPU (one TinyNN at
 # batch 256 leaves an H100 mostly idle; benchmarks/zoo_speed.py measures the sizes).
@@ -302,7 +302,8 @@ def main(args):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                fromfile_prefix_chars="@")  # @configs/NAME.args: a named dataset's flags
     p.add_argument("--checkpoint_dir", required=True,
                    help="dataset name: written to checkpoints/NAME/ (an absolute path is used as it is)")
     p.add_argument("--runs", type=int, default=10, help="independent training runs (default 10)")
@@ -315,8 +316,7 @@ def parse_args(argv=None):
     p.add_argument("--save_every", type=int, default=6,
                    help="SGD steps between checkpoints, so that they differ (default 6)")
     p.add_argument("--widths", type=int, nargs=3, default=TINYNN_DEFAULTS["widths"], metavar=("W0", "W1", "W2"),
-                   help="TinyNN's channels in its three stages (default %s); wider networks are more nearly "
-                        "linearly connected once aligned, and slower to train" % " ".join(map(str, TINYNN_DEFAULTS["widths"])))
+                   help="TinyNN's channels in its three stages (default %s)" % " ".join(map(str, TINYNN_DEFAULTS["widths"])))
     TrainConfig.add_flags(p)  # the training recipe: --epochs, --batch_size, --lr, --weight_decay, ...
     p.add_argument("--val_size", type=int, default=2000,
                    help="training images held out to measure checkpoint accuracy (default 2000)")
@@ -327,7 +327,7 @@ def parse_args(argv=None):
                    help="runs trained in parallel processes, one run at a time each (default 1)")
     p.add_argument("--population", type=int, default=0,
                    help="runs trained together in this process, stacked and vmapped (population_training.py); "
-                        f"0: {GPU_POPULATION} on a GPU, 1 (one run at a time, faster there) on the CPU (default 0)")
+                        f"0: {GPU_POPULATION} on a GPU, 1 (one run at a time) on the CPU (default 0)")
     p.add_argument("--shard", type=int, default=0, help="this worker's index when runs are split (default 0)")
     p.add_argument("--num_shards", type=int, default=1,
                    help="number of machines/processes splitting the runs: shard i takes runs i, i+n, ... "

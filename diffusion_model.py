@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_io import registered
+from weightgen.model_io import registered
 
 # One place for the defaults that train_diffusion.py's flags and the constructors share.
 DIFFUSION_DEFAULTS = dict(timesteps=1000, schedule="linear", hidden=512, depth=4, time_dim=128, prediction="x0")
@@ -128,12 +128,11 @@ class GaussianDiffusion(nn.Module):
 
     @torch.no_grad()
     def sample(self, n, sampler="ddim", steps=50, eta=0.0, generator=None, progress=None, temperature=1.0,
-               guide=None, cond=None, cfg_scale=1.0):
+               cond=None, cfg_scale=1.0):
         """n vectors from the model. sampler="ddpm": ancestral sampling over all timesteps;
         "ddim": `steps` evenly spaced timesteps, deterministic for eta=0. `temperature` scales the
         initial noise and every noise draw of the sampler: above 1 the samples spread wider than
-        the training data, below 1 they gather at its modes. `guide(x0)`, if given, moves every
-        step's predicted x_0 (towards what it favours) before the step is taken from it.
+        the training data, below 1 they gather at its modes.
         `cond` [n, R]: each sample's condition (a conditioned denoiser); cfg_scale w mixes the
         conditional and unconditional predictions as uncond + w (cond - uncond): 1 is the
         conditional model, above 1 pushes further towards the condition."""
@@ -143,9 +142,9 @@ class GaussianDiffusion(nn.Module):
         x = noise((n, dim))
         denoise = self._conditioned(cond, cfg_scale)
         if sampler == "ddpm":
-            return self._ddpm(x, noise, progress, guide, denoise)
+            return self._ddpm(x, noise, progress, denoise)
         if sampler == "ddim":
-            return self._ddim(x, steps, eta, noise, progress, guide, denoise)
+            return self._ddim(x, steps, eta, noise, progress, denoise)
         raise ValueError(f"sampler must be 'ddpm' or 'ddim', not {sampler!r}")
 
     def _conditioned(self, cond, cfg_scale):
@@ -156,34 +155,32 @@ class GaussianDiffusion(nn.Module):
             return lambda x, t: self.denoiser(x, t, cond)
         return lambda x, t: torch.lerp(self.denoiser(x, t, torch.zeros_like(cond)), self.denoiser(x, t, cond), cfg_scale)
 
-    def _predict(self, x, t, guide, denoise):
-        """(x_0, eps) predicted by `denoise` at timestep t, x_0 moved by `guide` and clipped to the
-        data range when one is set; eps is the noise that this x_0 implies."""
+    def _predict(self, x, t, denoise):
+        """(x_0, eps) predicted by `denoise` at timestep t, x_0 clipped to the data range when one
+        is set; eps is the noise that this x_0 implies."""
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         out = denoise(x, tt)
         x0 = out if self.prediction == "x0" else (x - self.sqrt_one_minus_alpha_bar[t] * out) / self.sqrt_alpha_bar[t]
-        if guide is not None:
-            x0 = guide(x0)
         if self.clip_x0 is not None:
             x0 = x0.clamp(-self.clip_x0, self.clip_x0)
         return x0, (x - self.sqrt_alpha_bar[t] * x0) / self.sqrt_one_minus_alpha_bar[t]
 
-    def _ddpm(self, x, noise, progress, guide, denoise):
+    def _ddpm(self, x, noise, progress, denoise):
         for t in _iterate(reversed(range(self.timesteps)), self.timesteps, progress):
-            x0, _ = self._predict(x, t, guide, denoise)
+            x0, _ = self._predict(x, t, denoise)
             # Posterior mean of q(x_{t-1} | x_t, x_0), written with x_0.
             ab, ab_prev, beta = self.alpha_bar[t], self.alpha_bar_prev[t], self.betas[t]
             mean = (ab_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - ab_prev) * x) / (1 - ab)
             x = mean + self.posterior_var[t].sqrt() * noise(x.shape) if t > 0 else mean
         return x
 
-    def _ddim(self, x, steps, eta, noise, progress, guide, denoise):
+    def _ddim(self, x, steps, eta, noise, progress, denoise):
         ts = torch.linspace(self.timesteps - 1, 0, steps).round().long().unique_consecutive().tolist()
         for i, t in enumerate(_iterate(ts, len(ts), progress)):
             prev = ts[i + 1] if i + 1 < len(ts) else -1
             ab = self.alpha_bar[t]
             ab_prev = self.alpha_bar[prev] if prev >= 0 else torch.ones((), device=x.device)
-            x0, eps = self._predict(x, t, guide, denoise)
+            x0, eps = self._predict(x, t, denoise)
             sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
             x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * eps
             if eta > 0 and prev >= 0:

@@ -44,17 +44,17 @@ import os
 import numpy as np
 import torch
 
-import checkpoint_dataset as cd
-from baselines import (all_baselines, cross_run_disagreement, disagreement, distinct, ensemble_accuracy,
+from weightgen import checkpoint_dataset as cd
+from weightgen.baselines import (all_baselines, cross_run_disagreement, disagreement, distinct, ensemble_accuracy,
                        greedy_count, is_new, max_error_overlap, nearest, nearest_within, new_network_bar,
                        one_per_run, reconstruction_identity)
-from cifar10 import load_cifar10
-from cli import add_runtime_flags, add_test_images_flag, run_main
-from model_io import CheckpointError, atomic_write, load_generated, pick_device, write_json
-from tinynn import clamp_running_var
-from tinynn_training import probabilities_flat
+from weightgen.cifar10 import load_cifar10
+from weightgen.cli import add_runtime_flags, add_test_images_flag, run_main
+from weightgen.model_io import CheckpointError, atomic_write, load_generated, pick_device, write_json
+from weightgen.generate import finish
+from weightgen.tinynn_training import probabilities_flat
 from vae_model import load_vae
-from weight_dataset import WeightDataset
+from weightgen.weight_dataset import WeightDataset
 
 TRAIN, FRESH = "training checkpoints", "fresh seeds"
 PREDICTIONS = "predictions"  # the cache of reference networks' test outputs, in the dataset folder
@@ -118,7 +118,7 @@ def softmax_outputs(groups, ds, images, device):
     out = {}
     for name, z in groups.items():
         w = ds.standardizer.destandardize(z)
-        clamp_running_var(w, ds.layout)  # baselines too: a usable network needs var >= 0
+        finish(w, ds.layout)  # baselines too: a usable network needs var >= 0
         compute = lambda: probabilities_flat(w, ds.layout, ds.tinynn_config, images, device)
         out[name] = compute() if name == "generated" else cached(compute, _digest(w, images_key), ds.folder)
     return out
@@ -247,7 +247,7 @@ def heldout_reconstruction(source, ds, test, device, n):
                                                                     generator=torch.Generator().manual_seed(0))[:n]])
     with torch.no_grad():
         recon = std.destandardize(vae.reconstruct(std.standardize(originals)))
-    clamp_running_var(recon, ds.layout)
+    finish(recon, ds.layout)
     preds = [probabilities_flat(w, ds.layout, ds.tinynn_config, test[0], device).argmax(2)
              for w in (originals, recon, ds.standardizer.destandardize(ds.run_ends()))]
     acc = [p.eq(test[1].cpu()).float().mean(1).tolist() for p in preds[:2]]
@@ -300,14 +300,9 @@ def markdown(summary, report):
                       f"their max error overlap {b['bar']:.3f}): {b['new']:.0%} of the generated networks are new."]
     c = report["source"]
     if c.get("oversample", 1) > 1:
-        lines += ["", f"Generated networks were kept by a novelty check (sample_blends.py --oversample "
-                      f"{c['oversample']}, {c['check_images']} training images): {len(c['kept'])} of {c['candidates']} "
+        lines += ["", f"Generated networks were kept by a novelty check ({c.get('generator', 'sample_blends.py')} "
+                      f"--oversample {c['oversample']}, {c['check_images']} training images): {len(c['kept'])} of {c['candidates']} "
                       f"candidates, {1 - len(c['kept']) / c['candidates']:.0%} rejected."]
-    r = report["source"].get("rejection")
-    if r:
-        lines += ["", f"Generated networks were drawn with rejection (sample.py --reject_below {r['reject_below']}, "
-                      f"validation images): {r['drawn']} drawn, {r['rejected_share']:.1%} rejected, "
-                      f"{r['check_seconds']:.1f} s of checks."]
     h = report["heldout"]
     if h:
         lines += ["", f"VAE reconstructions of the held-out run ({h['n']} checkpoints): originals "

@@ -3,15 +3,25 @@
     python sample.py --model_path checkpoints/Toy_CNN/diffusion_latent/diffusion.pt --num_models 100
     python sample.py --model_path ... --sampler ddpm                 # all timesteps, ancestral
     python sample.py --model_path ... --vae_path other/vae.pt        # must be the VAE it was trained on
-    python sample.py --model_path ... --temperature 1.5 --guide .../guide.pt    # wider, towards accuracy
+    python sample.py --model_path ... --train_steps 200 --fresh_dir Toy_CNN_fresh   # then trained on
+    python sample.py --model_path ... --oversample 3                 # keep the third least like a run
     python sample.py --model_path .../diffusion_run/diffusion.pt --mix_runs 2  # (train_diffusion.py --condition run)
 
 The diffusion checkpoint records everything needed, including which VAE it was trained on.
-Output folder (--out, default next to the model: samples_SAMPLER_STEPS_seedSEED/):
+After drawing, every network goes the way of every generator here (weightgen/generate.py):
+BatchNorm running variances clamped at 0 (the running statistics are generated with the weights,
+so each network is usable as it is), optionally --prune_to; optionally trained --train_steps SGD
+steps with the dataset's recipe (each kept in OUT_candidates/ as it is done, so an interrupted
+run goes on); with --oversample K, K candidates a network and the --num_models least like a
+training checkpoint kept (mistakes on --check_images training images, accurate ones first).
+Networks trained on are judged fairly against fresh runs trained the same way: --fresh_dir F
+trains F's last checkpoints so, into OUT_fresh_trained/ (evaluate_generated.py --bar_from).
+
+Output folder (--out, default next to the model: samples_SAMPLER_STEPS_seedSEED[_trainS_lrLR][_ofK]/),
+written whole or not at all; a folder that holds networks is replaced only with --overwrite:
 model_000.pt, model_001.pt, ...  ordinary TinyNN state_dicts: TinyNN(**cfg).load_state_dict(...)
 generated.pt                     {"weights": [n, n_params], "tinynn": cfg, "layout": ..., ...}
-BatchNorm: the running statistics are generated with the weights (they are part of the flat
-vector), so each network is usable as it is; no re-estimation on data.
+The networks expect images normalised with CIFAR-10's mean and std (weightgen.cifar10.MEAN, STD).
 """
 import argparse
 import os
@@ -21,126 +31,134 @@ import time
 import torch
 from tqdm import tqdm
 
-from accuracy_guide import accuracy_guide, load_guide
-from cli import add_generator_flags, add_runtime_flags, run_main
-from diffusion_model import mixed_conditions
-from generation import finish, load_generator, validation_check
-from model_io import pick_device, save_generated
+from diffusion_model import build_diffusion, mixed_conditions
+from vae_diffusion import DiffusionSpace
+from weightgen import generate
+from weightgen.cifar10 import load_cifar10
+from weightgen.cli import add_generate_flags, add_generator_flags, add_runtime_flags, count, run_main, share
+from weightgen.model_io import DIFFUSION_KIND, CheckpointError, load_checkpoint, pick_device
+from weightgen.tinynn import FlatLayout
+from weightgen.weight_dataset import WeightDataset
 
 BN_HANDLING = ("generated: BatchNorm running statistics are part of the generated vector "
                "(negative running variances clamped at 0)")
 
 
-def generate(space, diffusion, num_models, args, gens, guide=None):
-    """Flat TinyNN weights [num_models, n_params]: diffusion samples (--sampler, --steps, --eta,
-    --temperature, --mix_runs, --cfg_scale of `args`; guided by `guide` if given) decoded into
-    weights; the noise comes from the torch.Generator gens[0], the mixtures of runs from gens[1]."""
+def load_generator(path, device, vae_path=None):
+    """(checkpoint dict, DiffusionSpace, diffusion model, FlatLayout of the networks) of the
+    train_diffusion.py checkpoint at `path`, on `device`."""
+    ckpt = load_checkpoint(path, DIFFUSION_KIND)
+    space = DiffusionSpace.from_state_dict(ckpt["space"], vae_path)
+    if space.vae is not None:
+        space.vae.to(device)
+    return ckpt, space, build_diffusion(ckpt).to(device), FlatLayout.from_json(ckpt["space"]["standardizer"]["layout"])
+
+
+def draw(space, diffusion, n, args, device):
+    """Flat TinyNN weights [n, n_params]: diffusion samples (--sampler, --steps, --eta,
+    --temperature, --mix_runs, --cfg_scale) decoded into weights; the noise from --seed."""
+    gens = (torch.Generator(device=device).manual_seed(args.seed), torch.Generator().manual_seed(args.seed))
     progress = None if args.quiet else (lambda it, total: tqdm(it, total=total, desc=args.sampler, unit="step"))
     cond = None
     if diffusion.denoiser.args.get("num_conditions"):
-        cond = mixed_conditions(num_models, diffusion.denoiser.args["num_conditions"], args.mix_runs, gens[1])
-        cond = cond.to(gens[0].device)
-    samples = diffusion.sample(num_models, sampler=args.sampler, steps=args.steps, eta=args.eta, generator=gens[0],
-                               progress=progress, temperature=args.temperature, guide=guide, cond=cond,
+        cond = mixed_conditions(n, diffusion.denoiser.args["num_conditions"], args.mix_runs, gens[1])
+        cond = cond.to(device)
+    samples = diffusion.sample(n, sampler=args.sampler, steps=args.steps, eta=args.eta, generator=gens[0],
+                               progress=progress, temperature=args.temperature, cond=cond,
                                cfg_scale=args.cfg_scale)
     return space.to_weights(samples)
-
-
-def draw(space, diffusion, layout, args, device, check=None, guide=None):
-    """(weights, clamped variances, rejection record or None). Without a check: num_models
-    networks. With one: draws of num_models from the same noise stream until num_models pass
-    --reject_below (the first draw is the networks sampled without rejection) or max_draws are spent."""
-    gens = (torch.Generator(device=device).manual_seed(args.seed), torch.Generator().manual_seed(args.seed))
-    if check is None:
-        weights = generate(space, diffusion, args.num_models, args, gens, guide)
-        return weights, finish(weights, layout, args.prune_to), None
-    max_draws = args.max_draws or 10 * args.num_models
-    kept, clamped, drawn, check_seconds = [], 0, 0, 0.0
-    while sum(map(len, kept)) < args.num_models and drawn < max_draws:
-        n = min(args.num_models, max_draws - drawn)
-        weights = generate(space, diffusion, n, args, gens, guide)
-        clamped += finish(weights, layout, args.prune_to)
-        t0 = time.time()
-        acc = check(weights)
-        check_seconds += time.time() - t0
-        kept.append(weights[acc >= args.reject_below])
-        drawn += n
-    weights = torch.cat(kept)[:args.num_models]
-    if not len(weights):
-        sys.exit(f"error: none of {drawn} networks reached {args.reject_below} on the validation images; "
-                 f"lower --reject_below or raise --max_draws")
-    passed = sum(map(len, kept))
-    record = dict(reject_below=args.reject_below, drawn=drawn, passed=passed, accepted=len(weights),
-                  rejected_share=1 - passed / drawn, check_seconds=round(check_seconds, 2))
-    print(f"drew {drawn} networks, {record['rejected_share']:.1%} below {args.reject_below} on validation images "
-          f"({check_seconds:.1f}s of checks)")
-    if len(weights) < args.num_models:
-        print(f"warning: only {len(weights)} of {args.num_models} networks passed in {drawn} draws (--max_draws)")
-    return weights, clamped, record
 
 
 def check_condition_flags(ckpt, args):
     """--mix_runs and --cfg_scale ask for a model trained with --condition run: one line otherwise."""
     runs = len(ckpt.get("condition", {}).get("classes", []))
     if not runs and (args.mix_runs or args.cfg_scale != 1):
-        sys.exit(f"error: {args.model_path} was trained without --condition run; --mix_runs and --cfg_scale "
-                 f"need a run-conditioned model")
+        raise CheckpointError(f"{args.model_path} was trained without --condition run; --mix_runs and "
+                                       f"--cfg_scale need a run-conditioned model")
     if args.mix_runs > runs:
-        sys.exit(f"error: --mix_runs {args.mix_runs}, but the model knows {runs} runs")
+        raise CheckpointError(f"--mix_runs {args.mix_runs}, but the model knows {runs} runs")
+
+
+def default_out(args):
+    name = f"samples_{args.sampler}_{args.steps if args.sampler == 'ddim' else 'all'}_seed{args.seed}"
+    if args.train_steps:
+        name += f"_train{args.train_steps}_lr{args.train_lr:g}"
+    if args.oversample > 1:
+        name += f"_of{args.oversample}"
+    return os.path.join(os.path.dirname(os.path.abspath(args.model_path)), name)
+
+
+def train_and_select(weights, ckpt, out, args, device):
+    """(weights, kept indices, check record): the samples trained on (--train_steps, each kept in
+    OUT_candidates/), the fair bar made beside them (--fresh_dir), the --oversample selection."""
+    data = load_cifar10(args.data_dir, download=not args.no_download)
+    ds = WeightDataset.from_description(ckpt["dataset"], data_dir=args.data_dir)
+    if args.train_steps:
+        how = generate.TrainOn(args.train_steps, args.train_lr, args.seed)
+        generate.refuse_replayed_seeds(how, len(weights), ds.folder)
+        start = weights
+        weights = generate.train_on(lambda i: start[i:i + 1], [None] * len(start), ds.manifest, data, how,
+                                    out + "_candidates", device, args.quiet)
+        generate.finish(weights, ds.layout)
+        if args.fresh_dir:
+            generate.trained_fresh(ds, args.fresh_dir, args.num_models, data, how, out + "_fresh_candidates",
+                                   out + "_fresh_trained", device, args.quiet)
+    if args.oversample == 1:
+        return weights, list(range(len(weights))), {}
+    kept, check = generate.select(weights, ds, data, args.num_models, args.check_images, device, args.quiet)
+    return weights, kept, check
 
 
 def main(args):
     device = pick_device(args.device)
     ckpt, space, diffusion, layout = load_generator(args.model_path, device, args.vae_path)
     check_condition_flags(ckpt, args)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model_path)),
-                                   f"samples_{args.sampler}_{args.steps if args.sampler == 'ddim' else 'all'}"
-                                   f"_seed{args.seed}")
-    check = None
-    if args.reject_below:
-        check, n_images = validation_check(ckpt, layout, args, device)
-        print(f"rejecting networks below {args.reject_below} on {n_images} validation images")
-    guide = None
-    if args.guide:
-        predictor, _ = load_guide(args.guide, args.model_path, device)
-        guide = accuracy_guide(predictor, args.guide_scale)
-    t0 = time.time()  # sampling, decoding and checking only, not loading
-    weights, clamped, rejection = draw(space, diffusion, layout, args, device, check, guide)
+    out = os.path.abspath(args.out or default_out(args))
+    generate.refuse_used(out, args.overwrite)  # before the work, not after it
+    n = args.num_models * args.oversample
+    t0 = time.time()  # sampling and decoding only, not loading
+    weights = draw(space, diffusion, n, args, device)
     seconds = time.time() - t0
     finite = torch.isfinite(weights).all(1)
     if not finite.all():
         print(f"warning: {int((~finite).sum())} of {len(weights)} generated vectors hold NaN/inf")
-    source = dict(model_path=os.path.abspath(args.model_path), space=ckpt["space"]["space"], sampler=args.sampler,
+    clamped = generate.finish(weights, layout, args.prune_to)
+    kept, check, batchnorm = list(range(args.num_models)), {}, BN_HANDLING
+    if args.train_steps or args.oversample > 1:
+        try:
+            weights, kept, check = train_and_select(weights, ckpt, out, args, device)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted: the networks trained so far are kept in {out}_candidates; run the same command "
+                  f"to continue")
+            sys.exit(130)
+        batchnorm = "trained" if args.train_steps else batchnorm
+    source = dict(generator="sample.py", model_path=os.path.abspath(args.model_path), space=ckpt["space"]["space"],
+                  sampler=args.sampler,
                   steps=args.steps if args.sampler == "ddim" else ckpt["diffusion_args"]["timesteps"], eta=args.eta,
-                  temperature=args.temperature, guide=args.guide and os.path.abspath(args.guide),
-                  guide_scale=args.guide_scale if args.guide else None,
-                  condition=ckpt.get("condition", {}).get("kind", "none"), mix_runs=args.mix_runs,
-                  cfg_scale=args.cfg_scale, seed=args.seed, prune_to=args.prune_to,
-                  seconds=round(seconds, 2), device=str(device),
-                  vae=ckpt["space"]["vae"],
-                  negative_running_var_clamped=clamped, rejection=rejection)
-    save_generated(weights, layout, ckpt["tinynn"], out, source, ckpt["dataset"], BN_HANDLING)
-    print(f"{len(weights)} TinyNNs sampled in {seconds:.1f}s ({ckpt['space']['space']} space, {args.sampler}"
+                  temperature=args.temperature, condition=ckpt.get("condition", {}).get("kind", "none"),
+                  mix_runs=args.mix_runs, cfg_scale=args.cfg_scale, seed=args.seed, prune_to=args.prune_to,
+                  train_steps=args.train_steps, train_lr=args.train_lr if args.train_steps else None,
+                  oversample=args.oversample, candidates=n, kept=kept, **check,
+                  seconds=round(seconds, 2), device=str(device), vae=ckpt["space"]["vae"],
+                  negative_running_var_clamped=clamped)
+    generate.save(weights[kept], layout, ckpt["tinynn"], out, source, ckpt["dataset"], batchnorm, args.overwrite)
+    print(f"{len(kept)} TinyNNs sampled in {seconds:.1f}s ({ckpt['space']['space']} space, {args.sampler}"
           f"{'-' + str(args.steps) if args.sampler == 'ddim' else ''}, {device}); written to {out}\n"
-          f"BatchNorm: {BN_HANDLING}; {clamped} variances clamped")
+          f"BatchNorm: {batchnorm}; {clamped} variances clamped")
+    if args.fresh_dir and args.train_steps:
+        print(f"the fair bar for them: {out}_fresh_trained (evaluate_generated.py --bar_from)")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_generator_flags(p)
-    p.add_argument("--num_models", type=int, default=100, help="networks to generate (default 100)")
+    p.add_argument("--num_models", type=count, default=100, help="networks to generate (default 100)")
     p.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddim", help="default ddim")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50; DDPM always uses all)")
+    p.add_argument("--steps", type=count, default=50, help="DDIM steps (default 50; DDPM always uses all)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 is deterministic (default 0)")
     p.add_argument("--temperature", type=float, default=1.0,
                    help="scale of the sampler's noise, the initial draw included: above 1 samples spread wider "
                         "than the training data, below 1 they gather at its modes (default 1)")
-    p.add_argument("--guide", default=None,
-                   help="guide.pt from train_guide.py for this diffusion model: every sampling step moves the "
-                        "predicted vector up the gradient of its predicted validation accuracy (default: none)")
-    p.add_argument("--guide_scale", type=float, default=1.0,
-                   help="with --guide: the size of that step, in the diffusion space's units per unit of accuracy "
-                        "(default 1)")
     p.add_argument("--mix_runs", type=int, default=0,
                    help="a model trained with --condition run: condition each network on a mixture of this many "
                         "training runs chosen at random, with flat-Dirichlet weights (1: one run; default 0: no "
@@ -148,18 +166,17 @@ def parse_args(argv=None):
     p.add_argument("--cfg_scale", type=float, default=1.0,
                    help="classifier-free guidance towards the --mix_runs condition: prediction = unconditional + "
                         "S x (conditional - unconditional); 1 is the conditional model (default 1)")
-    p.add_argument("--prune_to", type=float, default=0.0,
+    p.add_argument("--prune_to", type=share, default=0.0,
                    help="zero this share of the smallest weights of every conv and linear layer of each generated "
-                        "network (magnitude pruning; default 0: as generated)")
-    p.add_argument("--reject_below", type=float, default=0.0,
-                   help="keep only networks with at least this accuracy on the checkpoint dataset's validation "
-                        "images (held out of TinyNN training; never the test set), drawing more until "
-                        "--num_models pass (default 0: keep all)")
-    p.add_argument("--max_draws", type=int, default=0,
-                   help="with --reject_below: networks drawn at most (default 0: 10 x --num_models)")
-    p.add_argument("--out", default=None, help="output folder (default next to the model)")
-    add_runtime_flags(p, seed_help="seed of the initial noise (and DDPM/DDIM eta noise; default 0)")
-    return p.parse_args(argv)
+                        "network (magnitude pruning, for generators of pruned checkpoints; default 0: as generated)")
+    add_generate_flags(p, "--train_steps", 0, "--train_lr")
+    p.add_argument("--out", default=None, help="output folder (default next to the model, named by the settings)")
+    add_runtime_flags(p, seed_help="seed of the initial noise, the sampler's noise and the data orders of "
+                                   "--train_steps (default 0)")
+    args = p.parse_args(argv)
+    if args.fresh_dir and not args.train_steps:
+        p.error("--fresh_dir trains fresh checkpoints as the samples are trained: it needs --train_steps")
+    return args
 
 
 if __name__ == "__main__":

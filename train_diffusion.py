@@ -20,15 +20,15 @@ import time
 
 import torch
 
-import checkpoint_dataset as cd
-from cli import add_align_flag, add_runtime_flags, run_main
+from weightgen import checkpoint_dataset as cd
+from weightgen.cli import add_align_flag, add_runtime_flags, run_main
 from diffusion_model import DENOISERS, DIFFUSION_DEFAULTS, SPACE_DEFAULTS, GaussianDiffusion, one_hot_conditions
-from model_io import DIFFUSION_KIND, pick_device, save_checkpoint
-from training_utils import (EMA, batches_per_epoch, compiled, descend, resume, reuse_freed_memory, run_epochs,
+from weightgen.model_io import DIFFUSION_KIND, pick_device, save_checkpoint
+from weightgen.training_utils import (EMA, batches_per_epoch, compiled, descend, resume, reuse_freed_memory, run_epochs,
                             steps_summary, training_state, write_log)
 from vae_diffusion import DiffusionSpace
 from vae_model import load_vae
-from weight_dataset import WeightDataset
+from weightgen.weight_dataset import WeightDataset
 
 def training_space(args, folder):
     """(weight dataset, DiffusionSpace, training vectors). The latent space uses the split its

@@ -22,16 +22,16 @@ import time
 import torch
 from tqdm import tqdm
 
-import checkpoint_dataset as cd
-from baselines import reconstruction_identity
-from cifar10 import load_cifar10
-from cli import add_align_flag, add_runtime_flags, add_test_images_flag, run_main
-from model_io import VAE_KIND, pick_device, save_checkpoint, write_json
-from tinynn_training import probabilities_flat
-from training_utils import (EMA, batches_per_epoch, descend, for_sampling, resume, reuse_freed_memory, run_epochs,
+from weightgen import checkpoint_dataset as cd
+from weightgen.baselines import reconstruction_identity
+from weightgen.cifar10 import load_cifar10
+from weightgen.cli import add_align_flag, add_runtime_flags, add_test_images_flag, run_main
+from weightgen.model_io import VAE_KIND, pick_device, save_checkpoint, write_json
+from weightgen.tinynn_training import probabilities_flat
+from weightgen.training_utils import (EMA, batches_per_epoch, descend, for_sampling, resume, reuse_freed_memory, run_epochs,
                             steps_summary, training_state, write_log)
 from vae_model import AUTOENCODERS, VAE_DEFAULTS, load_vae
-from weight_dataset import WeightDataset
+from weightgen.weight_dataset import WeightDataset
 
 
 def decoded_predictions(flat_z, ds, test, device):
@@ -215,7 +215,7 @@ def parse_args(argv=None):
     p.add_argument("--lr_step", type=int, default=30, help="StepLR: epochs between decays (default 30)")
     p.add_argument("--lr_gamma", type=float, default=0.5, help="StepLR: decay factor (default 0.5)")
     p.add_argument("--kl_weight", type=float, default=0.1,
-                   help="weight of the KL term; 0.1 gave the best prior samples of 1e-3, 1e-2, 0.1 (default 0.1)")
+                   help="weight of the KL term against the reconstruction (default 0.1)")
     p.add_argument("--autoencoder", choices=sorted(AUTOENCODERS), default="mlp",
                    help="autoencoder network (vae_model.AUTOENCODERS): mlp, MLPs over the whole weight vector "
                         "(default); channels, a transformer over one token per output channel; layercodes, a "
@@ -243,13 +243,11 @@ def parse_args(argv=None):
                    help="train on only this many random training checkpoints (default all)")
     p.add_argument("--save_every", type=int, default=10,
                    help="epochs between checkpoint saves, the best model chosen among them; also saved after the "
-                        "last epoch and on Ctrl-C (default 10; at the default size vae_last.pt is ~460 MB, vae.pt "
-                        "~115 MB)")
+                        "last epoch and on Ctrl-C (default 10)")
     p.add_argument("--keep", choices=["best", "last"], default="best",
-                   help="which saved model becomes vae.pt: the lowest validation loss (default) or the last. With "
-                        "--holdout runs (or one checkpoint per run) the validation loss on unseen runs rises after ~10 "
-                        "epochs while reconstructions get more accurate, so 'best' keeps an early, untrained-looking "
-                        "model there")
+                   help="which saved model becomes vae.pt: the lowest validation loss (default) or the last; "
+                        "take 'last' with --holdout runs, where the validation loss on unseen runs can rise while "
+                        "reconstructions get more accurate")
     p.add_argument("--eval_every", type=int, default=10, help="epochs between accuracy evaluations (default 10)")
     p.add_argument("--eval_models", type=int, default=10, help="networks decoded per periodic evaluation")
     p.add_argument("--eval_images", type=int, default=2000, help="test images for periodic evaluations")

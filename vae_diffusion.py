@@ -12,9 +12,9 @@ import os
 
 import torch
 
-from alignment import align_method
-from model_io import CheckpointError, atomic_write
-from standardizer import Standardizer
+from weightgen.alignment import align_method
+from weightgen.model_io import CheckpointError, atomic_write
+from weightgen.standardizer import Standardizer
 from vae_model import load_vae
 
 

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_io import VAE_KIND, CheckpointError, load_checkpoint, registered
-from standardizer import Standardizer
+from weightgen.model_io import VAE_KIND, CheckpointError, load_checkpoint, registered
+from weightgen.standardizer import Standardizer
 
 # One place for the VAE's defaults: train_vae.py's flags and the constructor read them.
 VAE_DEFAULTS = dict(hidden=256, latent_dim=64, input_noise=0.001, latent_noise=0.1)

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from cifar10 import DEFAULT_DATA_DIR, MEAN, STD, Augment, load_cifar10, standardize
+from weightgen.cifar10 import DEFAULT_DATA_DIR, MEAN, STD, Augment, load_cifar10, standardize
 
 
 class LocalCIFAR10(datasets.CIFAR10):

@@ -18,8 +18,8 @@ import torch
 
 from benchmarks.timing import ARRAYS_MOVED, floors, timed_ms
 from diffusion_model import DENOISERS, GaussianDiffusion
-from model_io import pick_device
-from training_utils import EMA, compiled, descend, reuse_freed_memory
+from weightgen.model_io import pick_device
+from weightgen.training_utils import EMA, compiled, descend, reuse_freed_memory
 
 
 def trainer(args, device):

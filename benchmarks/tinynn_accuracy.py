@@ -6,10 +6,10 @@
 import argparse
 import statistics
 
-from cifar10 import DEFAULT_DATA_DIR, load_cifar10
-from tinynn import count_flat_numbers
-from model_io import pick_device
-from tinynn_training import TrainConfig, train_tinynn
+from weightgen.cifar10 import DEFAULT_DATA_DIR, load_cifar10
+from weightgen.tinynn import count_flat_numbers
+from weightgen.model_io import pick_device
+from weightgen.tinynn_training import TrainConfig, train_tinynn
 
 
 def main(args):

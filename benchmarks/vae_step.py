@@ -17,9 +17,9 @@ import argparse
 import torch
 
 from benchmarks.timing import UPDATE_ARRAYS, floors, timed_ms
-from model_io import pick_device
-from tinynn import count_flat_numbers
-from training_utils import EMA, descend, reuse_freed_memory
+from weightgen.model_io import pick_device
+from weightgen.tinynn import count_flat_numbers
+from weightgen.training_utils import EMA, descend, reuse_freed_memory
 from vae_model import VAE_DEFAULTS, WeightVAE
 
 STEPS_SEED_SCALE = 100 * 2250 // 32

@@ -15,10 +15,10 @@ import time
 
 import torch
 
-from cifar10 import DEFAULT_DATA_DIR, load_cifar10
-from model_io import pick_device
-from population_training import PopulationTrainer
-from tinynn_training import RunTrainer, TrainConfig
+from weightgen.cifar10 import DEFAULT_DATA_DIR, load_cifar10
+from weightgen.model_io import pick_device
+from weightgen.population_training import PopulationTrainer
+from weightgen.tinynn_training import RunTrainer, TrainConfig
 
 
 def synchronize(device):

@@ -9,8 +9,8 @@ Run them from the project root as modules: python -m experiments.NAME --help.
 import json
 import os
 
-from cli import add_more_flags, add_runtime_flags, add_test_images_flag, run_step, runtime_argv
-from model_io import save_generated
+from weightgen.cli import add_more_flags, add_runtime_flags, add_test_images_flag, run_step, runtime_argv
+from weightgen.generate import save
 
 
 def sample_and_evaluate(model_path, out, args, seed=0):
@@ -44,11 +44,9 @@ def _read_json(path):
 
 
 def save_group(weights, layout, tinynn_config, out, source, description, batchnorm):
-    """save_generated, for a group made again: the report in `out` judged other networks and goes."""
-    report = os.path.join(out, "report.json")
-    if os.path.exists(report):
-        os.remove(report)
-    save_generated(weights, layout, tinynn_config, out, source, description, batchnorm=batchnorm)
+    """generate.save, for a group made again: the folder (with the report that judged the old
+    networks) is replaced whole."""
+    save(weights, layout, tinynn_config, out, source, description, batchnorm=batchnorm, overwrite=True)
 
 
 def accuracy_row(summary):

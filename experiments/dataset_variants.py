@@ -19,11 +19,11 @@ import os
 
 import torch
 
-import checkpoint_dataset as cd
-from cli import add_more_flags, run_main, run_step, runtime_argv
+from weightgen import checkpoint_dataset as cd
+from weightgen.cli import add_more_flags, run_main, run_step, runtime_argv
 from experiments.common import common_flags, judge, write_table
-from model_io import GENERATED_KIND, load_checkpoint
-from tinynn import FlatLayout, sparsity
+from weightgen.model_io import GENERATED_KIND, load_checkpoint
+from weightgen.tinynn import FlatLayout, sparsity
 
 VARIANTS = {
     "default": [],

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 
-from cli import ROOT, run_main, run_step, runtime_argv
+from weightgen.cli import ROOT, run_main, run_step, runtime_argv
 from experiments.common import accuracy_row, common_flags, plot_generated_accuracy, sample_and_evaluate, write_table
 
 

@@ -43,16 +43,17 @@ import statistics
 import torch
 from tqdm import tqdm
 
-import checkpoint_dataset as cd
-from baselines import is_new, new_network_bar
-from cifar10 import load_cifar10
-from cli import run_main
+from weightgen import checkpoint_dataset as cd
+from weightgen.baselines import is_new, new_network_bar
+from weightgen.cifar10 import load_cifar10
+from weightgen.cli import run_main
 from experiments.common import (REPORT_COLUMNS, common_flags, judge, plot_overlap_scatter, report_rows,
                                 save_group, write_table)
-from model_io import CheckpointError, load_generated, made_with, pick_device
-from tinynn import FlatLayout, clamp_running_var
-from tinynn_training import budget_config, dataset_recipe, train_flat, train_on_seeds
-from weight_dataset import WeightDataset
+from weightgen.model_io import CheckpointError, load_generated, made_with, pick_device
+from weightgen.generate import finish
+from weightgen.tinynn import FlatLayout
+from weightgen.tinynn_training import budget_config, dataset_recipe, train_flat, train_on_seeds
+from weightgen.weight_dataset import WeightDataset
 
 FRESH_INIT, TRAINING, FRESH_RUNS = "fresh init", "training checkpoints", "fresh checkpoints"
 
@@ -134,7 +135,7 @@ def main(args):
             with tqdm(total=args.num_models, desc=group, leave=False) as bar:
                 w = train_flat(None if start == FRESH_INIT else starts[start], seeds, layout, tinynn_config, x, y,
                                cfg, steps, device, progress=bar.update)
-            clamp_running_var(w, layout)
+            finish(w, layout)
             save_group(w, layout, tinynn_config, out, source, description, batchnorm="trained")
         reports.append((group, judge(out, args, args.fresh_dir)))
     write_results(os.path.join(root, "finetune"), reports, run_steps, args)

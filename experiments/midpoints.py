@@ -39,18 +39,19 @@ import os
 
 import torch
 
-import checkpoint_dataset as cd
-from alignment import align_method
-from blending import blend_coefficients, checkpoint_pairs, interpolate, match_pairs, pair_weights, reestimate_bn
-from cifar10 import load_cifar10, standardize
-from cli import run_main
+from weightgen import checkpoint_dataset as cd
+from weightgen.alignment import align_method
+from weightgen.blending import blend_coefficients, checkpoint_pairs, interpolate, match_pairs, pair_weights, reestimate_bn
+from weightgen.cifar10 import load_cifar10, standardize
+from weightgen.cli import run_main
 from experiments.common import (REPORT_COLUMNS, common_flags, judge, plot_overlap_scatter, report_rows,
                                 save_group, write_table)
-from model_io import CheckpointError, made_with
-from tinynn import clamp_running_var, layer_slots
+from weightgen.model_io import CheckpointError, made_with
+from weightgen.generate import finish
+from weightgen.tinynn import layer_slots
 from vae_diffusion import encode
 from vae_model import load_vae
-from weight_dataset import WeightDataset, training_images
+from weightgen.weight_dataset import WeightDataset, training_images
 
 GROUPS = ("aligned, BN interpolated", "aligned, BN re-estimated", "unaligned, BN re-estimated",
           "endpoints, BN re-estimated", "crossed layers, BN re-estimated")
@@ -102,7 +103,7 @@ def group_weights(folder, args):
         w = match_pairs(pair_weights(unaligned, pairs), unaligned, args.match,
                         standardize(images[:args.match_images]))
     mid = interpolate(w, coef)
-    clamp_running_var(mid, aligned.layout)
+    finish(mid, aligned.layout)
     weights = dict(zip(MATCHED, [mid, reestimate_bn(mid, aligned, images),
                                  reestimate_bn(cross_layers(w, aligned.layout, coef), aligned, images)]))
     if args.match != "dataset":
@@ -112,7 +113,7 @@ def group_weights(folder, args):
     weights["endpoints, BN re-estimated"] = reestimate_bn(w[:, 0], aligned, images)
     if args.vae_path:
         decoded = latent_interpolate(*load_aligned_vae(args.vae_path, aligned), aligned, pairs, coef)
-        clamp_running_var(decoded, aligned.layout)
+        finish(decoded, aligned.layout)
         weights[LATENT] = decoded
     return aligned, weights
 

@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from cli import run_main
+from weightgen.cli import run_main
 from experiments.common import write_table
 
 

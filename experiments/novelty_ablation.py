@@ -23,8 +23,8 @@ import json
 import os
 import shlex
 
-import checkpoint_dataset as cd
-from cli import run_main, run_step, runtime_argv
+from weightgen import checkpoint_dataset as cd
+from weightgen.cli import run_main, run_step, runtime_argv
 from experiments.common import REPORT_COLUMNS, common_flags, judge, plot_overlap_scatter, report_rows, write_table
 
 VARIANTS = {

@@ -14,7 +14,7 @@ import json
 import math
 import os
 
-from cli import ROOT, run_main, run_step, runtime_argv
+from weightgen.cli import ROOT, run_main, run_step, runtime_argv
 from experiments.common import accuracy_row, common_flags, plot_generated_accuracy, sample_and_evaluate, write_table
 
 VAE_BATCH, DIFFUSION_BATCH = 32, 8  # train_vae.py's and train_diffusion.py's defaults

@@ -43,16 +43,16 @@ import matplotlib.pyplot as plt
 import torch
 from tqdm import tqdm
 
-import checkpoint_dataset as cd
-from baselines import channel_codes, span_shares
-from blending import reestimate_bn
-from cifar10 import load_cifar10
-from cli import add_align_flag, add_runtime_flags, add_test_images_flag, run_main
+from weightgen import checkpoint_dataset as cd
+from weightgen.baselines import channel_codes, span_shares
+from weightgen.blending import reestimate_bn
+from weightgen.cifar10 import load_cifar10
+from weightgen.cli import add_align_flag, add_runtime_flags, add_test_images_flag, run_main
 from experiments.common import write_table
-from model_io import keep_result, kept_result, pick_device, write_json
-from tinynn_training import TRAIN_ON_DEFAULTS, budget_config, dataset_recipe, probabilities_flat, train_flat, train_on_seeds
+from weightgen.model_io import keep_result, kept_result, pick_device, write_json
+from weightgen.tinynn_training import TRAIN_ON_DEFAULTS, budget_config, dataset_recipe, probabilities_flat, train_flat, train_on_seeds
 from vae_model import channel_layers, code_sizes
-from weight_dataset import WeightDataset, training_images
+from weightgen.weight_dataset import WeightDataset, training_images
 
 COLUMNS = ["runs", "checkpoints", "mean_explains", "in_span", "random_directions"]
 TRAINED_COLUMNS = ["group", "n", "acc", "acc_min", "disagreement_own_run", "nearest_training_run", "own_run_share"]

@@ -11,15 +11,23 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import cli  # noqa: E402  (from ROOT, just added to the path)
-DATA_DIR = os.path.join(ROOT, "..", "shared", "data", "cifar10")
+from weightgen import cli  # noqa: E402  (from ROOT, just added to the path)
+from weightgen.cifar10 import DEFAULT_DATA_DIR, WHAT_TO_SET, _batches_dir  # noqa: E402
+
+# The suite reads CIFAR-10 where the scripts do ($CIFAR10_DIR, else data/cifar10) and never downloads.
+DATA_DIR = DEFAULT_DATA_DIR
 
 torch.set_num_threads(2)
 
 
+def pytest_configure(config):
+    if not os.path.isfile(os.path.join(_batches_dir(DATA_DIR), "test_batch")):
+        pytest.exit(f"CIFAR-10 not found at {os.path.abspath(DATA_DIR)}. {WHAT_TO_SET}.", returncode=2)
+
+
 @pytest.fixture(scope="session")
 def cifar():
-    from cifar10 import load_cifar10
+    from weightgen.cifar10 import load_cifar10
     return load_cifar10(DATA_DIR, download=False)
 
 

@@ -2,10 +2,10 @@
 the reference is mapped back onto it exactly."""
 import torch
 
-from alignment import activation_matching, align_runs, block_outputs, flat_index, permutation_spec, weight_matching
-from cifar10 import standardize
-from tinynn import TINYNN_DEFAULTS, FlatLayout, TinyNN, model_from_flat
-from tinynn_training import RunTrainer
+from weightgen.alignment import activation_matching, align_runs, block_outputs, flat_index, permutation_spec, weight_matching
+from weightgen.cifar10 import standardize
+from weightgen.tinynn import TINYNN_DEFAULTS, FlatLayout, TinyNN, model_from_flat
+from weightgen.tinynn_training import RunTrainer
 
 CONFIG = dict(TINYNN_DEFAULTS)
 

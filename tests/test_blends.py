@@ -12,14 +12,14 @@ import time
 import pytest
 import torch
 
-from baselines import new_network_bar
-from cifar10 import held_out_split
-from conftest import DATA_DIR, ROOT, TEST_IMAGES, run_script
-from model_io import GENERATED_KIND, load_checkpoint
-from sample_blends import check_overlaps
-from tinynn import TinyNN
-from tinynn_training import evaluate_flat
-from weight_dataset import WeightDataset
+from weightgen.baselines import new_network_bar
+from weightgen.cifar10 import held_out_split
+from weightgen.generate import novelty_check
+from conftest import DATA_DIR, ROOT, TEST_IMAGES, TINY, run_script
+from weightgen.model_io import GENERATED_KIND, load_checkpoint
+from weightgen.tinynn import TinyNN
+from weightgen.tinynn_training import evaluate_flat
+from weightgen.weight_dataset import WeightDataset
 
 SMALL = ["--num_models", "5", "--oversample", "1", "--bn_images", "500", "--match_images", "200", "--data_dir", DATA_DIR,
          "--no_download", "--device", "cpu", "--quiet"]
@@ -118,7 +118,7 @@ def test_oversample_keeps_the_candidates_least_like_a_training_checkpoint(three_
     for j, i in enumerate(kept):  # the kept networks are those candidates, as trained
         saved = torch.load(trained / "candidates" / f"net_{i:05d}.pt", weights_only=True)
         assert torch.equal(g["weights"][j], saved["weights"][0])
-        assert saved["made_with"]["members"] == source["members"][j]
+        assert saved["made_with"]["start"]["members"] == source["members"][j]
     all5 = load_checkpoint(trained / "generated.pt", GENERATED_KIND)["weights"]
     assert all(torch.equal(g["weights"][j], all5[i]) for j, i in enumerate(kept) if i < 5)
 
@@ -127,7 +127,7 @@ def test_the_check_calls_a_training_checkpoint_a_copy(three_runs, trained, cifar
     ds = WeightDataset(str(three_runs), align="none")
     copies = ds.standardizer.destandardize(ds.train[:2])
     blended = load_checkpoint(trained / "generated.pt", GENERATED_KIND)["weights"]
-    accuracy, overlaps = check_overlaps(torch.cat([copies, blended]), ds, cifar, 2000, "cpu", quiet=True)
+    accuracy, overlaps = novelty_check(torch.cat([copies, blended]), ds, cifar, 2000, "cpu", quiet=True)
     assert overlaps[:2].tolist() == [1.0, 1.0]  # its own mistakes, exactly
     assert (overlaps[2:] < 0.95).all() and ((accuracy > 0.1) & (accuracy < 1)).all(), (accuracy, overlaps)
 
@@ -171,3 +171,36 @@ def test_clear_errors(three_runs, tmp_path):
     assert bad.returncode == 2 and "--oversample" in bad.stderr
     bad = blends(three_runs, tmp_path / "z", "--steps", "0", "--oversample", "3", check=False)
     assert bad.returncode == 2 and "--steps 0 needs --oversample 1" in bad.stderr
+
+
+def test_fresh_checkpoints_trained_the_same_way_set_the_fair_bar(three_runs, tmp_path):
+    """--fresh_dir: the fresh runs' last checkpoints, trained with the blends' steps, rate and data
+    orders, are a group judged against the same training checkpoints: evaluate_generated.py's
+    --bar_from reads them."""
+    fresh = tmp_path / "fresh"
+    run_script("Gen_Diffusion_Dataset.py", "--checkpoint_dir", fresh, "--runs", "1", "--seed", "5", *TINY)
+    out = tmp_path / "b"
+    blends(three_runs, out, "--steps", "10", "--num_models", "2", "--fresh_dir", fresh)
+    bar = tmp_path / "b_fresh_trained"
+    g = load_checkpoint(bar / "generated.pt", GENERATED_KIND)
+    assert len(g["weights"]) == 2 and g["batchnorm"] == "trained" and g["source"]["train_on"]["steps"] == 10
+    assert sorted(os.listdir(bar)) == ["generated.pt", "model_000.pt", "model_001.pt"]
+    judge = ["--train_models", "3", "--baseline_models", "0", "--test_images", TEST_IMAGES, "--data_dir", DATA_DIR,
+             "--no_download", "--device", "cpu"]
+    run_script("evaluate_generated.py", "--model_path", bar, *judge)
+    done = run_script("evaluate_generated.py", "--model_path", out, "--bar_from", bar, *judge)
+    assert "By the bar of 2 networks judged before" in done.stdout
+    assert json.load(open(out / "report.json"))["bar_from"]["n"] == 2
+
+
+def test_a_used_output_folder_is_refused_or_replaced_whole(three_runs, trained, tmp_path):
+    out = tmp_path / "used"
+    shutil.copytree(trained, out)
+    before, candidates = sorted(os.listdir(out)), sorted(os.listdir(trained / "candidates"))
+    refused = blends(three_runs, out, "--steps", "40", "--num_models", "2", check=False)
+    assert refused.returncode == 1 and "already holds generated networks" in refused.stderr
+    assert "--overwrite" in refused.stderr and "Traceback" not in refused.stderr and sorted(os.listdir(out)) == before
+    blends(three_runs, out, "--steps", "40", "--num_models", "2", "--overwrite")
+    assert sorted(f for f in os.listdir(out) if f.startswith("model_")) == ["model_000.pt", "model_001.pt"]
+    assert len(load_checkpoint(out / "generated.pt", GENERATED_KIND)["weights"]) == 2
+    assert sorted(os.listdir(out / "candidates")) == candidates  # what the folder held besides networks stays

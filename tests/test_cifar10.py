@@ -1,10 +1,12 @@
+import glob
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from cifar10 import Augment, DataError, load_cifar10, split_validation, standardize
+from weightgen.cifar10 import Augment, DataError, load_cifar10, split_validation, standardize
 from conftest import ROOT
 
 
@@ -80,3 +82,24 @@ def test_script_reports_missing_data_dir_without_traceback(tmp_path):
     assert out.returncode != 0
     assert "error: CIFAR-10 not found" in out.stderr and "--data_dir" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_without_data_a_script_and_the_suite_say_what_to_set(tmp_path):
+    env = dict(os.environ, CIFAR10_DIR=str(tmp_path / "nowhere"))
+    out = subprocess.run([sys.executable, "Gen_Diffusion_Dataset.py", "--checkpoint_dir", str(tmp_path / "ds"),
+                          "--no_download"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "CIFAR10_DIR" in out.stderr and str(tmp_path / "nowhere") in out.stderr
+    suite = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/test_tinynn.py"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert suite.returncode == 2 and "Set CIFAR10_DIR" in suite.stdout + suite.stderr
+
+
+def test_every_named_dataset_config_parses():
+    """configs/NAME.args: the flags that build each dataset RESULTS.md names."""
+    import Gen_Diffusion_Dataset
+    configs = sorted(glob.glob(os.path.join(ROOT, "configs", "*.args")))
+    assert configs
+    for path in configs:
+        args = Gen_Diffusion_Dataset.parse_args(["@" + path])
+        assert args.checkpoint_dir == os.path.basename(path)[:-len(".args")]

@@ -4,11 +4,11 @@ import json
 
 import torch
 
-import checkpoint_dataset as cd
-from cifar10 import standardize
+from weightgen import checkpoint_dataset as cd
+from weightgen.cifar10 import standardize
 from conftest import DATA_DIR, TEST_IMAGES, TINY, TINY_VAE_FLAGS, gen, run_script
-from tinynn import FlatLayout, sparsity
-from tinynn_training import RunTrainer, TrainConfig
+from weightgen.tinynn import FlatLayout, sparsity
+from weightgen.tinynn_training import RunTrainer, TrainConfig
 
 
 def test_prune_gives_checkpoints_at_least_that_sparse(tmp_path):

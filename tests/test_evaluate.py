@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from baselines import (all_baselines, cross_run_disagreement, disagreement, ensemble_accuracy, functionally_distinct,
+from weightgen.baselines import (all_baselines, cross_run_disagreement, disagreement, ensemble_accuracy, functionally_distinct,
                        is_new, max_error_overlap, nearest, new_network_bar, one_per_run)
 from conftest import DATA_DIR, TEST_IMAGES, gen, private_copy, run_script
 from evaluate_generated import ensembles, training_sample
-from model_io import save_checkpoint
-from tinynn_training import evaluate_flat
-from weight_dataset import WeightDataset
+from weightgen.model_io import save_checkpoint
+from weightgen.tinynn_training import evaluate_flat
+from weightgen.weight_dataset import WeightDataset
 
 
 @pytest.fixture(scope="module")

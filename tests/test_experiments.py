@@ -5,16 +5,17 @@ import shutil
 import pytest
 import torch
 
-from baselines import channel_codes, distinct, nearest_within, span_shares
-from blending import blend_coefficients, checkpoint_pairs, interpolate, match_pairs, pair_weights, reestimate_bn
-from checkpoint_dataset import DatasetError, load_run
-from cifar10 import standardize
+from weightgen.baselines import channel_codes, distinct, nearest_within, span_shares
+from weightgen.blending import blend_coefficients, checkpoint_pairs, interpolate, match_pairs, pair_weights, reestimate_bn
+from weightgen.checkpoint_dataset import DatasetError, load_run
+from weightgen.cifar10 import standardize
 from conftest import DATA_DIR, TEST_IMAGES, TINY, TINY_VAE_FLAGS, private_copy, run_script
-from model_io import GENERATED_KIND, VAE_KIND, load_checkpoint, save_generated
-from tinynn import clamp_running_var, layer_slots, model_from_flat
-from tinynn_training import RunTrainer, TrainConfig, budget_config, evaluate_flat
+from weightgen.generate import save
+from weightgen.model_io import GENERATED_KIND, VAE_KIND, load_checkpoint
+from weightgen.tinynn import clamp_running_var, layer_slots, model_from_flat
+from weightgen.tinynn_training import RunTrainer, TrainConfig, budget_config, evaluate_flat
 from vae_model import WeightVAE, channel_layers, join_channels, load_vae
-from weight_dataset import WeightDataset
+from weightgen.weight_dataset import WeightDataset
 
 from experiments.midpoints import GROUPS, LATENT, MATCHED, cross_layers, latent_interpolate
 from experiments.novelty import novelty_rows
@@ -118,7 +119,7 @@ def test_novelty_ablation_tabulates_every_variant_and_resumes(dataset, fresh, tm
     out = tmp_path / "ablation"
     args = ["-m", "experiments.novelty_ablation", "--datasets", dataset, "--fresh_dir", fresh, "--variants",
             "default", "temperature1.5", "--add", "direct_eta1", "none", "--space weights --batch_size 32",
-            "--eta 1 --reject_below 0.05",
+            "--eta 1 --oversample 2 --check_images 500",
             "--vae_epochs", "2",
             "--diffusion_epochs", "2", "--baseline_models", "0", "--vae_flags", TINY_VAE_FLAGS, "--out", out,
             *SMALL]
@@ -133,7 +134,7 @@ def test_novelty_ablation_tabulates_every_variant_and_resumes(dataset, fresh, tm
     # default has no VAE flags: the dataset's own VAE; direct diffusion needs none
     assert (dataset / "vae" / "vae.pt").exists() and not [p for p in dataset.iterdir() if p.name.startswith("vae_")]
     source = json.load(open(dataset / "diffusion_direct_eta1" / "samples_direct_eta1_seed0" / "report.json"))["source"]
-    assert source["eta"] == 1 and source["rejection"]["reject_below"] == 0.05  # sample.py was given the data
+    assert source["eta"] == 1 and source["oversample"] == 2 and len(source["check_overlaps"]) == 6  # it read the data
     # sample.py's flags alone: one diffusion model, sampled twice
     shared = [json.load(open(dataset / "diffusion" / f"samples_{v}_seed0" / "report.json"))["source"]
               for v in ("default", "temperature1.5")]
@@ -250,7 +251,7 @@ def test_midpoints_blend_three_runs_each_matched_to_the_first(three_runs, fresh,
 
 
 def test_matching_maps_permuted_copies_back_onto_the_first(dataset, cifar):
-    from alignment import block_outputs, flat_index, permutation_spec
+    from weightgen.alignment import block_outputs, flat_index, permutation_spec
     ds = WeightDataset(str(dataset), align=False)
     spec = permutation_spec(ds.tinynn_config)
     g = torch.Generator().manual_seed(0)
@@ -395,7 +396,7 @@ def test_finetune_trains_each_start_from_its_own_weights_and_resumes(dataset, fr
     ds = WeightDataset(str(dataset))
     ends = ds.standardizer.destandardize(ds.run_ends())
     start = ends[torch.tensor([1, 0, 1])]
-    save_generated(start, ds.layout, ds.tinynn_config, tmp_path / "start", dict(test=True), ds.description,
+    save(start, ds.layout, ds.tinynn_config, tmp_path / "start", dict(test=True), ds.description,
                    batchnorm="trained")
     args = ["-m", "experiments.finetune", "--checkpoint_dir", dataset, "--fresh_dir", fresh, "--steps", "2",
             "--lr", "1e-9", "--start", f"swapped={tmp_path / 'start'}", "--noise", "0.5", *SMALL]

@@ -10,11 +10,11 @@ import time
 import pytest
 import torch
 
-import checkpoint_dataset as cd
-from cifar10 import split_validation
+from weightgen import checkpoint_dataset as cd
+from weightgen.cifar10 import split_validation
 from conftest import ROOT, TINY, gen
-from tinynn import FlatLayout, TinyNN, model_from_flat
-from tinynn_training import evaluate
+from weightgen.tinynn import FlatLayout, TinyNN, model_from_flat
+from weightgen.tinynn_training import evaluate
 
 def digest(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from cifar10 import standardize
+from weightgen.cifar10 import standardize
 from conftest import DATA_DIR, TEST_IMAGES, private_copy, run_script
-from model_io import DIFFUSION_KIND, load_checkpoint
-from tinynn import TinyNN
+from weightgen.model_io import DIFFUSION_KIND, load_checkpoint
+from weightgen.tinynn import FlatLayout, TinyNN
 
 VAE = ["--hidden", "32", "--latent_dim", "4", "--batch_size", "2", "--epochs", "3", "--eval_every", "3",
        "--eval_models", "1", "--eval_images", "200", "--final_models", "1", "--val_fraction", "0.25",
@@ -86,73 +86,52 @@ def test_report_of_a_vae_that_held_out_a_run_shows_that_run_reconstructed(pipeli
     assert "reconstructions of the held-out run" in (out / "report.md").read_text()
 
 
-def test_rejection_keeps_the_first_draws_networks_that_pass_on_validation_images(pipeline, cifar, tmp_path):
-    """--reject_below: the first draw is the plain sample of the same seed; kept are its networks
-    that reach the bar on the dataset's validation images (in order), then later draws' ones."""
-    from cifar10 import held_out_split
-    from tinynn import FlatLayout
-    from tinynn_training import evaluate_flat
-    # The fixture's 3-epoch denoisers make near-constant predictors that can all score the same;
-    # a bar between two accuracies of one draw needs networks that differ, so train this one longer.
-    run_script("train_diffusion.py", "--checkpoint_dir", pipeline, "--space", "weights", "--run_name",
-               "diffusion_rejection", *DIFF, "--epochs", "30")  # the last --epochs counts
-    model = pipeline / "diffusion_rejection" / "diffusion.pt"
-    settings = json.load(open(pipeline / "manifest.json"))["data"]
-    _, (images, labels) = held_out_split(cifar, settings["val_size"], settings["val_seed"], settings["train_size"])
-
-    def val_acc(generated):
-        layout = FlatLayout.from_json(generated["layout"])
-        return torch.tensor(evaluate_flat(generated["weights"], layout, generated["tinynn"], images, labels))
-
-    for seed in range(5):  # a sample seed whose first draw holds two different accuracies
-        common = ["--model_path", model, "--num_models", "6", "--steps", "5", "--seed", seed, "--quiet", "--device",
-                  "cpu", "--data_dir", DATA_DIR, "--no_download"]
-        run_script("sample.py", *common, "--out", tmp_path / "plain")
-        plain = load_checkpoint(str(tmp_path / "plain" / "generated.pt"), "generated-tinynns")
-        acc = val_acc(plain)
-        if acc.min() < acc.max():
-            break
-    assert acc.min() < acc.max(), f"every draw of 6 networks scored alike: {acc}"
-    bar = float(acc.max())
-    run_script("sample.py", *common, "--reject_below", bar, "--max_draws", "18", "--out", tmp_path / "kept")
-    kept = load_checkpoint(str(tmp_path / "kept" / "generated.pt"), "generated-tinynns")
-    passing = plain["weights"][acc >= bar]
-    assert 0 < len(passing) < 6 and torch.equal(kept["weights"][:len(passing)], passing)
-    assert (val_acc(kept) >= bar).all()
-    record = kept["source"]["rejection"]
-    assert record["accepted"] == len(kept["weights"]) and 6 <= record["drawn"] <= 18
-    assert record["drawn"] - record["passed"] >= int((acc < bar).sum()) and record["passed"] >= record["accepted"]
-    assert record["rejected_share"] == 1 - record["passed"] / record["drawn"]
-    run_script("evaluate_generated.py", "--model_path", tmp_path / "kept", "--train_models", "2",
-               "--test_images", TEST_IMAGES,
-               "--baseline_models", "0", "--data_dir", DATA_DIR, "--no_download", "--device", "cpu")
-    assert "rejected" in (tmp_path / "kept" / "report.md").read_text()
-    # A bar no network reaches: one clear line, nothing written.
-    out = run_script("sample.py", *common, "--reject_below", "1.01", "--max_draws", "6", "--out", tmp_path / "none",
-                     check=False)
-    assert out.returncode != 0 and "none of 6 networks reached 1.01" in out.stderr and "Traceback" not in out.stderr
-    assert not (tmp_path / "none" / "generated.pt").exists()
-
-
-def test_guide_belongs_to_its_diffusion_model_and_steers_sampling(pipeline, tmp_path):
+def test_samples_trained_on_and_oversampled_go_the_generate_path(pipeline, tmp_path):
+    """--train_steps trains every candidate (each kept as it is done), --oversample keeps the
+    --num_models least like a training checkpoint, and a rerun trains nothing again."""
     model = pipeline / "diffusion_latent" / "diffusion.pt"
-    guide = tmp_path / "guide.pt"
-    run_script("train_guide.py", "--model_path", model, "--num_latents", "8", "--temperatures", "1", "2",
-               "--steps", "5", "--epochs", "50", "--out", guide, "--quiet", "--device", "cpu", "--data_dir", DATA_DIR,
-               "--no_download")
-    report = json.load(open(tmp_path / "guide.json"))
-    assert report["labels"] == 16 and list(report["accuracy_by_temperature"]) == ["1.0", "2.0"]
-    assert report["held_out"]["n"] == 3 and report["held_out"]["mae"] >= 0
-    common = ["--model_path", model, "--num_models", "3", "--steps", "5", "--quiet", "--device", "cpu"]
-    run_script("sample.py", *common, "--out", tmp_path / "plain")
-    run_script("sample.py", *common, "--guide", guide, "--guide_scale", "5", "--out", tmp_path / "guided")
-    plain, guided = (load_checkpoint(str(tmp_path / g / "generated.pt"), "generated-tinynns")
-                     for g in ("plain", "guided"))
-    assert guided["source"]["guide"] == str(guide) and guided["source"]["guide_scale"] == 5
-    assert plain["source"]["guide"] is None and not torch.equal(plain["weights"], guided["weights"])
-    out = run_script("sample.py", *common, "--model_path", pipeline / "diffusion_weights" / "diffusion.pt",
-                     "--guide", guide, "--out", tmp_path / "wrong", check=False)
-    assert out.returncode != 0 and "fitted to another diffusion model" in out.stderr and "Traceback" not in out.stderr
+    common = ["--model_path", model, "--num_models", "2", "--steps", "5", "--quiet", "--device", "cpu",
+              "--data_dir", DATA_DIR, "--no_download"]
+    run_script("sample.py", *common, "--num_models", "4", "--out", tmp_path / "plain")
+    out = tmp_path / "trained"
+    run_script("sample.py", *common, "--train_steps", "3", "--oversample", "2", "--check_images", "500", "--out", out)
+    g = load_checkpoint(str(out / "generated.pt"), "generated-tinynns")
+    plain = load_checkpoint(str(tmp_path / "plain" / "generated.pt"), "generated-tinynns")["weights"]
+    source, kept = g["source"], g["source"]["kept"]
+    assert g["batchnorm"] == "trained" and source["train_steps"] == 3 and source["candidates"] == 4
+    assert len(kept) == 2 and len(source["check_overlaps"]) == 4 and len(g["weights"]) == 2
+    candidates = tmp_path / "trained_candidates"
+    saved = [torch.load(candidates / f"net_{i:05d}.pt", weights_only=True)["weights"][0] for i in range(4)]
+    for j, i in enumerate(kept):  # the kept networks are those candidates, as trained from the samples
+        assert torch.equal(g["weights"][j], saved[i]) and not torch.equal(saved[i], plain[i])
+    overlaps = torch.tensor(source["check_overlaps"])
+    accurate = torch.tensor(source["check_accuracy"]) >= json.load(open(pipeline / "manifest.json"))["selection"]["min_acc"]
+    if accurate.all():
+        assert overlaps[kept].max() <= min(o for i, o in enumerate(overlaps.tolist()) if i not in kept)
+    before = {p.name: p.stat().st_mtime for p in candidates.iterdir()}
+    run_script("sample.py", *common, "--train_steps", "3", "--oversample", "2", "--check_images", "500", "--out", out,
+               "--overwrite")
+    assert before == {p.name: p.stat().st_mtime for p in candidates.iterdir()}  # nothing trained again
+
+
+def test_sampling_into_a_used_folder_is_refused_or_replaces_it_whole(pipeline, tmp_path):
+    model = pipeline / "diffusion_latent" / "diffusion.pt"
+    out = tmp_path / "g"
+    common = ["--model_path", model, "--steps", "5", "--quiet", "--device", "cpu", "--out", out]
+    run_script("sample.py", *common, "--num_models", "12")
+    refused = run_script("sample.py", *common, "--num_models", "4", "--seed", "1", check=False)
+    assert refused.returncode == 1 and "already holds generated networks" in refused.stderr
+    assert "Traceback" not in refused.stderr and len(list(out.glob("model_*.pt"))) == 12
+    run_script("sample.py", *common, "--num_models", "4", "--seed", "1", "--overwrite")
+    assert sorted(p.name for p in out.glob("model_*.pt")) == [f"model_{i:03d}.pt" for i in range(4)]
+    g = load_checkpoint(str(out / "generated.pt"), "generated-tinynns")
+    assert len(g["weights"]) == 4 and g["source"]["seed"] == 1
+    layout = FlatLayout.from_json(g["layout"])
+    for i in range(4):  # the files a plain-PyTorch user loads are the networks of generated.pt
+        state = torch.load(out / f"model_{i:03d}.pt", weights_only=True)
+        assert torch.equal(layout.flatten(state), g["weights"][i])
+    bad = run_script("sample.py", *common, "--num_models", "0", check=False)
+    assert bad.returncode == 2 and "--num_models" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_run_conditioned_model_samples_mixtures_and_an_unconditioned_one_refuses(pipeline, tmp_path):

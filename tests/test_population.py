@@ -9,11 +9,11 @@ import time
 import pytest
 import torch
 
-import checkpoint_dataset as cd
+from weightgen import checkpoint_dataset as cd
 from conftest import ROOT, TINY, gen
-from population_training import PopulationTrainer
-from tinynn import FlatLayout, TinyNN
-from tinynn_training import RunTrainer, TrainConfig
+from weightgen.population_training import PopulationTrainer
+from weightgen.tinynn import FlatLayout, TinyNN
+from weightgen.tinynn_training import RunTrainer, TrainConfig
 
 LAYOUT = FlatLayout.of(TinyNN())
 

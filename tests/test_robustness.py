@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-import checkpoint_dataset as cd
+from weightgen import checkpoint_dataset as cd
 from conftest import DATA_DIR, ROOT, TINY, gen, private_copy, run_script
-from training_utils import run_epochs
+from weightgen.training_utils import run_epochs
 
 VAE = ["--hidden", "32", "--latent_dim", "4", "--batch_size", "2", "--eval_every", "1000", "--eval_models", "1",
        "--eval_images", "200", "--final_models", "1", "--val_fraction", "0.25", "--data_dir", DATA_DIR,

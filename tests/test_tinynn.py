@@ -1,7 +1,7 @@
 import torch
 
-from cifar10 import standardize
-from tinynn import FlatLayout, TinyNN, clamp_running_var, count_flat_numbers, model_from_flat
+from weightgen.cifar10 import standardize
+from weightgen.tinynn import FlatLayout, TinyNN, clamp_running_var, count_flat_numbers, model_from_flat
 
 
 def trained_like_model(seed=0):

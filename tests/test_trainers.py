@@ -14,7 +14,7 @@ import torch
 import torch._inductor.config
 
 from conftest import DATA_DIR, ROOT, private_copy, run_script
-from model_io import DIFFUSION_KIND, VAE_KIND, load_checkpoint
+from weightgen.model_io import DIFFUSION_KIND, VAE_KIND, load_checkpoint
 
 VAE = ["train_vae.py", "--hidden", "32", "--latent_dim", "4", "--batch_size", "2", "--eval_every", "1000",
        "--eval_models", "1", "--eval_images", "200", "--final_models", "1", "--val_fraction", "0.25",
@@ -70,7 +70,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(dataset, trainer):
 
 FAULTS_PER_ALLOCATION = """
 import resource, sys, torch
-from training_utils import reuse_freed_memory
+from weightgen.training_utils import reuse_freed_memory
 if sys.argv[1] == "reuse":
     assert reuse_freed_memory()
 faults = []

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from conftest import DATA_DIR, private_copy, run_script
-from model_io import CheckpointError, save_checkpoint
-from tinynn import FlatLayout, TinyNN
-from baselines import channel_codes
+from weightgen.model_io import CheckpointError, save_checkpoint
+from weightgen.tinynn import FlatLayout, TinyNN
+from weightgen.baselines import channel_codes
 from vae_model import ChannelTokenVAE, LayerCodeVAE, channel_layers, join_channels, load_vae, split_channels
-from standardizer import Standardizer
-from weight_dataset import WeightDataset
+from weightgen.standardizer import Standardizer
+from weightgen.weight_dataset import WeightDataset
 
 TINY_VAE = ["--hidden", "64", "--latent_dim", "8", "--batch_size", "2", "--eval_every", "2",
             "--eval_models", "2", "--eval_images", "500", "--final_models", "2", "--data_dir", DATA_DIR,
@@ -52,7 +52,7 @@ def test_alignment_is_cached_and_keeps_accuracy(dataset, cifar):
     torch.testing.assert_close(again.train, aligned.train)
     plain = WeightDataset(str(dataset), align=False, val_fraction=0.25)
     assert [r["run"] for r in plain.train_records] == [r["run"] for r in aligned.train_records]
-    from tinynn_training import evaluate_flat
+    from weightgen.tinynn_training import evaluate_flat
     imgs, labels = cifar.test_images[:500], cifar.test_labels[:500]
     a = evaluate_flat(aligned.standardizer.destandardize(aligned.train[-2:]), aligned.layout,
                       aligned.tinynn_config, imgs, labels)
@@ -64,7 +64,7 @@ def test_alignment_is_cached_and_keeps_accuracy(dataset, cifar):
 def correlation_of_matched_channels(ds, images):
     """Per conv block, the summed correlation between run 0's channels and run 1's channel of
     the same index, each run's last training checkpoint."""
-    from alignment import block_outputs
+    from weightgen.alignment import block_outputs
     last = {r["run"]: i for i, r in enumerate(ds.train_records)}
     w = ds.standardizer.destandardize(ds.train[[last[0], last[1]]])
     a, b = (block_outputs(v, ds.layout, ds.tinynn_config, images) for v in w)
@@ -76,7 +76,7 @@ def test_activation_alignment_is_cached_keeps_function_and_matches_outputs(datas
     """--align activations: cached in its own file (read again without any images), the same
     networks as trained, and channel outputs at least as well paired as weight matching pairs
     them on the images it matched (it solves that assignment exactly, layer by layer)."""
-    from weight_dataset import alignment_images
+    from weightgen.weight_dataset import alignment_images
     by_acts = WeightDataset(str(dataset), align="activations", val_fraction=0.25, data_dir=DATA_DIR)
     cache = dataset / "alignment_activations.pt"
     stamp = cache.stat().st_mtime_ns
@@ -84,7 +84,7 @@ def test_activation_alignment_is_cached_keeps_function_and_matches_outputs(datas
     assert cache.stat().st_mtime_ns == stamp and torch.equal(again.train, by_acts.train)
     by_weights = WeightDataset(str(dataset), align=True, val_fraction=0.25)  # True: as older checkpoints recorded it
     assert by_weights.description["align"] == "weights" and by_acts.description["align"] == "activations"
-    from tinynn_training import evaluate_flat
+    from weightgen.tinynn_training import evaluate_flat
     imgs, labels = cifar.test_images[:500], cifar.test_labels[:500]
     acc = lambda ds: evaluate_flat(ds.standardizer.destandardize(ds.train), ds.layout, ds.tinynn_config, imgs, labels)
     assert acc(by_acts) == pytest.approx(acc(by_weights), abs=1e-9)

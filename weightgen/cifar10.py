@@ -12,7 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-DEFAULT_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data", "cifar10")
+from weightgen import ROOT
+
+# Where CIFAR-10 is read from unless --data_dir says otherwise: $CIFAR10_DIR, else data/cifar10 in
+# the clone (git-ignored), where torchvision's download puts it when it is missing.
+DATA_DIR_VARIABLE = "CIFAR10_DIR"
+DEFAULT_DATA_DIR = os.environ.get(DATA_DIR_VARIABLE) or os.path.join(ROOT, "data", "cifar10")
+WHAT_TO_SET = (f"Set {DATA_DIR_VARIABLE} (or pass --data_dir) to the folder that holds cifar-10-batches-py, "
+               f"or run once with network access to download it there")
 BATCHES_DIR = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILE = "test_batch"
@@ -60,7 +67,7 @@ def _download(data_dir):
     except Exception as e:  # no network, no permission, bad archive: all mean "no data here"
         raise DataError(
             f"CIFAR-10 not found at {os.path.abspath(_batches_dir(data_dir))} and the download failed "
-            f"({type(e).__name__}: {e}). Point --data_dir at a folder holding cifar-10-batches-py."
+            f"({type(e).__name__}: {e}). {WHAT_TO_SET}."
         ) from None
 
 
@@ -74,7 +81,7 @@ def load_cifar10(data_dir=DEFAULT_DATA_DIR, device="cpu", download=True):
         missing = [f for f in needed if not os.path.isfile(os.path.join(folder, f))]
     if missing:
         raise DataError(f"CIFAR-10 not found at {os.path.abspath(folder)} (missing {', '.join(missing)}). "
-                        f"Point --data_dir at a folder holding cifar-10-batches-py.")
+                        f"{WHAT_TO_SET}.")
     try:
         train = [_read_batch(os.path.join(folder, f)) for f in TRAIN_FILES]
         test_images, test_labels = _read_batch(os.path.join(folder, TEST_FILE))

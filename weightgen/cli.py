@@ -6,17 +6,18 @@ process: a new Python process per step would pay torch's import, seconds on a sm
     add_runtime_flags(p)                          # --data_dir --no_download --device --seed --quiet
     run_step(["train_vae.py", "--checkpoint_dir", name, *runtime_argv(args)], skip_if=".../final.json")
 """
+import argparse
 import importlib
 import os
 import shlex
 import sys
 import time
 
-from checkpoint_dataset import DatasetError
-from cifar10 import DEFAULT_DATA_DIR, DataError
-from model_io import CheckpointError
+from weightgen import ROOT
+from weightgen.checkpoint_dataset import DatasetError
+from weightgen.cifar10 import DEFAULT_DATA_DIR, DataError
+from weightgen.model_io import CheckpointError
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def run_main(main, parse_args, argv=None):
@@ -28,12 +29,71 @@ def run_main(main, parse_args, argv=None):
         sys.exit(f"error: {e}")
 
 
+def count(text):
+    """argparse type: a whole number >= 1 (a count or a size); anything else is one line, exit 2."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
+def whole(text):
+    """argparse type: a whole number >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def positive(text):
+    """argparse type: a number > 0 (a rate, a scale)."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
+def share(text):
+    """argparse type: a share in [0, 1)."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), not {text}")
+    return value
+
+
+def add_generate_flags(parser, steps_flag, default_steps, lr_flag, default_oversample=1):
+    """The flags of the generate path every generator ends in (weightgen/generate.py): training on,
+    the fair bar for it, oversampling with the novelty check, and replacing an output folder."""
+    from weightgen.tinynn_training import TRAIN_ON_DEFAULTS
+    parser.add_argument(steps_flag, type=whole, default=default_steps,
+                        help=f"train every network this many SGD steps with the dataset's recipe compressed to them, "
+                             f"each in a data order of its own, on training images only (default {default_steps}"
+                             f"{'' if default_steps else ': as generated'})")
+    parser.add_argument(lr_flag, type=positive, default=TRAIN_ON_DEFAULTS["lr"],
+                        help=f"peak learning rate of those steps (default {TRAIN_ON_DEFAULTS['lr']:g}, twice the "
+                             f"recipe's: at the recipe's rate trained networks fall back towards their runs)")
+    parser.add_argument("--fresh_dir", default=None,
+                        help=f"with {steps_flag}: also train the last checkpoints of this fresh-seed dataset the "
+                             f"same way, into OUT_fresh_trained/, the fair bar for trained networks "
+                             f"(evaluate_generated.py --bar_from; default: none)")
+    parser.add_argument("--oversample", type=count, default=default_oversample,
+                        help=f"make K candidates for every network asked for and keep the --num_models whose "
+                             f"mistakes on --check_images training images overlap least with those of any training "
+                             f"checkpoint, among those as accurate there as the dataset's min_acc (default "
+                             f"{default_oversample}; 1: keep all, no check)")
+    parser.add_argument("--check_images", type=count, default=10000,
+                        help="training images of that check (default 10000)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the networks of an output folder that holds some (default: refuse)")
+
+
 def add_runtime_flags(parser, data=True, seed=True, quiet=True, seed_help="default 0"):
     """Flags that say where and how a script runs, not what it computes. data: the CIFAR-10
     flags (scripts that never read images leave them out)."""
     if data:
         parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
-                            help="folder with cifar-10-batches-py (downloaded there if missing and allowed)")
+                            help="folder with cifar-10-batches-py, downloaded there if missing and allowed (default "
+                                 "$CIFAR10_DIR, else data/cifar10 in this clone)")
         parser.add_argument("--no_download", action="store_true", help="never try to download CIFAR-10")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     if seed:
@@ -58,7 +118,7 @@ def add_generator_flags(parser):
 
 def add_align_flag(parser, where=""):
     """--align: how the runs of a checkpoint dataset are aligned before a generator learns them."""
-    from alignment import ALIGN_METHODS
+    from weightgen.alignment import ALIGN_METHODS
     parser.add_argument("--align", choices=ALIGN_METHODS, default="weights",
                         help=f"{where}how every run's channels are matched to the first run's: weights (weight "
                              f"matching; default), activations (correlation of channel outputs on 1,000 training "

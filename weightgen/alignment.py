@@ -17,7 +17,7 @@ over the flat layout, so aligning 250 checkpoints of a run is one gather.
 """
 import torch
 
-from tinynn import TinyNN, model_from_flat
+from weightgen.tinynn import TinyNN, model_from_flat
 
 
 def permutation_spec(model_config):

@@ -8,12 +8,12 @@ import os
 
 import torch
 
-import checkpoint_dataset as cd
-from alignment import align_method, align_runs
-from cifar10 import DEFAULT_DATA_DIR, load_cifar10, split_validation, standardize
-from model_io import atomic_write
-from standardizer import Standardizer
-from tinynn import FlatLayout
+from weightgen import checkpoint_dataset as cd
+from weightgen.alignment import align_method, align_runs
+from weightgen.cifar10 import DEFAULT_DATA_DIR, load_cifar10, split_validation, standardize
+from weightgen.model_io import atomic_write
+from weightgen.standardizer import Standardizer
+from weightgen.tinynn import FlatLayout
 
 ALIGNMENT_FILES = dict(weights="alignment.pt", activations="alignment_activations.pt")
 # Training images whose channel outputs activation matching compares (as experiments.midpoints

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, vmap
 
-from cifar10 import standardize
-from tinynn_training import RunTrainer, TrainConfig, magnitude_masks
+from weightgen.cifar10 import standardize
+from weightgen.tinynn_training import RunTrainer, TrainConfig, magnitude_masks
 
 
 class PopulationTrainer:

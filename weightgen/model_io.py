@@ -11,12 +11,12 @@ import os
 
 import torch
 
-from tinynn import FlatLayout, TinyNN
+from weightgen.tinynn import FlatLayout
 
 # The "kind" of every checkpoint a script writes, in one place.
 VAE_KIND = "weight-vae"                 # train_vae.py: vae.pt, vae_last.pt
 DIFFUSION_KIND = "weight-diffusion"     # train_diffusion.py: diffusion.pt
-GENERATED_KIND = "generated-tinynns"    # sample.py: generated.pt
+GENERATED_KIND = "generated-tinynns"    # generate.save: generated.pt
 GUIDE_KIND = "accuracy-guide"           # train_guide.py: guide.pt
 KINDS = (VAE_KIND, DIFFUSION_KIND, GENERATED_KIND, GUIDE_KIND)
 
@@ -91,21 +91,6 @@ def load_checkpoint(path, kind):
         found = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is a {found!r} checkpoint, expected {kind!r}")
     return ckpt
-
-
-def save_generated(weights, layout, tinynn_config, out, source, dataset, batchnorm):
-    """Generated networks in `out`: one TinyNN state_dict per network (model_000.pt, ...) and one
-    stacked generated.pt. `dataset` is the description of the split the generator learned from
-    (WeightDataset.from_description rebuilds it); `batchnorm` says where the running statistics
-    came from."""
-    os.makedirs(out, exist_ok=True)
-    width = max(3, len(str(len(weights) - 1)))
-    for i, w in enumerate(weights):
-        state = layout.unflatten(w.clone())
-        TinyNN(**tinynn_config).load_state_dict(state)  # proves it loads before it is written
-        save_checkpoint(state, os.path.join(out, f"model_{i:0{width}d}.pt"))
-    save_checkpoint(dict(kind=GENERATED_KIND, weights=weights, tinynn=tinynn_config, layout=layout.to_json(),
-                         batchnorm=batchnorm, source=source, dataset=dataset), os.path.join(out, "generated.pt"))
 
 
 def made_with(out, source, n):

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cifar10 import AUGMENTATIONS, held_out_split, standardize
-from tinynn import TinyNN, TINYNN_DEFAULTS
+from weightgen.cifar10 import AUGMENTATIONS, held_out_split, standardize
+from weightgen.tinynn import TinyNN, TINYNN_DEFAULTS
 
 
 def _recipe(default, help):

@@ -9,10 +9,10 @@ What experiments/midpoints.py measures and sample_blends.py generates from:
 """
 import torch
 
-import checkpoint_dataset as cd
-from alignment import flat_index, match, permutation_spec
-from cifar10 import standardize
-from tinynn import model_from_flat
+from weightgen import checkpoint_dataset as cd
+from weightgen.alignment import flat_index, match, permutation_spec
+from weightgen.cifar10 import standardize
+from weightgen.tinynn import model_from_flat
 
 
 def checkpoint_pairs(ds, n, seed, k=2):

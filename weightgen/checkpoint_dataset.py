@@ -18,10 +18,11 @@ import re
 
 import torch
 
-from model_io import atomic_write, write_json
-from tinynn_training import TrainConfig
+from weightgen import ROOT
+from weightgen.model_io import atomic_write, write_json
+from weightgen.tinynn_training import TrainConfig
 
-CHECKPOINT_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "checkpoints")
+CHECKPOINT_ROOT = os.path.join(ROOT, "checkpoints")
 SETTINGS = "settings.json"
 MANIFEST = "manifest.json"
 FORMAT = "tinynn-checkpoint-dataset/1"

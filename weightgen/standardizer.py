@@ -2,7 +2,7 @@
 the one it was trained with, so that decoding needs nothing else."""
 import torch
 
-from tinynn import FlatLayout
+from weightgen.tinynn import FlatLayout
 
 
 class Standardizer:

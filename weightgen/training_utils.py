@@ -8,7 +8,7 @@ import sys
 import torch
 from tqdm import tqdm
 
-from model_io import CheckpointError, atomic_write, load_checkpoint
+from weightgen.model_io import CheckpointError, atomic_write, load_checkpoint
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
