@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from weightgen import checkpoint_dataset as cd
 from weightgen.cifar10 import AUGMENTATIONS, held_out_split, load_cifar10
-from weightgen.cli import add_runtime_flags, run_main
+from weightgen.cli import add_runtime_flags, count, positive, run_main, share, whole
 from weightgen.tinynn import TINYNN_DEFAULTS, FlatLayout, TinyNN
 from weightgen.model_io import pick_device, write_json
 from weightgen.population_training import PopulationTrainer
@@ -190,7 +190,7 @@ def _init_worker(args, device, threads, slots):
 def _work(run_id):
     w = _worker
     record, weights = generate_run(run_id, w["args"], w["split"], w["device"], w["position"])
-    cd.save_run(w["args"].folder, record, weights)
+    cd.save_run(w["args"].folder, record, weights, w["args"].settings)
     return record
 
 
@@ -210,7 +210,7 @@ def run_all(args, todo, device):
         else:
             finished = (generate_run(run_id, args, split, device, position=1) for run_id in todo)
         for record, weights in finished:
-            cd.save_run(args.folder, record, weights)
+            cd.save_run(args.folder, record, weights, args.settings)
             yield record
         return
     ctx = mp.get_context("spawn")
@@ -267,7 +267,9 @@ def main(args):
         return
     device = pick_device(args.device)
     args.population = args.population or (GPU_POPULATION if device.type == "cuda" else 1)
-    cd.init_settings(args.folder, dataset_settings(args))
+    args.settings = dataset_settings(args)
+    cd.init_settings(args.folder, args.settings)
+    cd.check_recipes(args.folder)  # the runs done so far: one recipe, this one
     todo = pending_runs(args)
     print(f"{args.folder}: {len(todo)} runs to train on {device} "
           f"(shard {args.shard}/{args.num_shards}, {args.runs} runs in all; population {args.population})")
@@ -306,30 +308,30 @@ def parse_args(argv=None):
                                 fromfile_prefix_chars="@")  # @configs/NAME.args: a named dataset's flags
     p.add_argument("--checkpoint_dir", required=True,
                    help="dataset name: written to checkpoints/NAME/ (an absolute path is used as it is)")
-    p.add_argument("--runs", type=int, default=10, help="independent training runs (default 10)")
-    p.add_argument("--ckpts_per_run", type=int, default=250, help="checkpoints kept per run (default 250)")
-    p.add_argument("--min_acc", type=float, default=0.75,
+    p.add_argument("--runs", type=count, default=10, help="independent training runs (default 10)")
+    p.add_argument("--ckpts_per_run", type=count, default=250, help="checkpoints kept per run (default 250)")
+    p.add_argument("--min_acc", type=share, default=0.75,
                    help="validation accuracy a checkpoint needs to be kept (default 0.75)")
-    p.add_argument("--max_epochs", type=float, default=60,
+    p.add_argument("--max_epochs", type=positive, default=60,
                    help="upper bound on a run's epochs; a run that hits it keeps what it has, and one that never "
                         "reached --min_acc says so (default 60)")
-    p.add_argument("--save_every", type=int, default=6,
+    p.add_argument("--save_every", type=count, default=6,
                    help="SGD steps between checkpoints, so that they differ (default 6)")
-    p.add_argument("--widths", type=int, nargs=3, default=TINYNN_DEFAULTS["widths"], metavar=("W0", "W1", "W2"),
+    p.add_argument("--widths", type=count, nargs=3, default=TINYNN_DEFAULTS["widths"], metavar=("W0", "W1", "W2"),
                    help="TinyNN's channels in its three stages (default %s)" % " ".join(map(str, TINYNN_DEFAULTS["widths"])))
     TrainConfig.add_flags(p)  # the training recipe: --epochs, --batch_size, --lr, --weight_decay, ...
-    p.add_argument("--val_size", type=int, default=2000,
+    p.add_argument("--val_size", type=count, default=2000,
                    help="training images held out to measure checkpoint accuracy (default 2000)")
-    p.add_argument("--train_size", type=int, default=0,
+    p.add_argument("--train_size", type=whole, default=0,
                    help="train on only this many images (0: all but the validation split); for quick tests")
     add_runtime_flags(p, seed_help="base seed; run i uses a seed derived from (seed, i) (default 0)")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=count, default=1,
                    help="runs trained in parallel processes, one run at a time each (default 1)")
-    p.add_argument("--population", type=int, default=0,
+    p.add_argument("--population", type=whole, default=0,
                    help="runs trained together in this process, stacked and vmapped (population_training.py); "
                         f"0: {GPU_POPULATION} on a GPU, 1 (one run at a time) on the CPU (default 0)")
-    p.add_argument("--shard", type=int, default=0, help="this worker's index when runs are split (default 0)")
-    p.add_argument("--num_shards", type=int, default=1,
+    p.add_argument("--shard", type=whole, default=0, help="this worker's index when runs are split (default 0)")
+    p.add_argument("--num_shards", type=count, default=1,
                    help="number of machines/processes splitting the runs: shard i takes runs i, i+n, ... "
                         "(under torchrun: RANK and WORLD_SIZE, with no flag)")
     p.add_argument("--assemble", action="store_true",
@@ -341,10 +343,6 @@ def parse_args(argv=None):
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
     if not 0 <= args.shard < args.num_shards:
         p.error(f"--shard must be in [0, {args.num_shards})")
-    if args.workers < 1:
-        p.error("--workers must be at least 1")
-    if args.population < 0:
-        p.error("--population must be 0 (auto) or a number of runs")
     if args.population > 1 and args.workers > 1:
         p.error("--population P > 1 trains P runs in this process: use it with --workers 1")
     return args

@@ -9,7 +9,7 @@ Run them from the project root as modules: python -m experiments.NAME --help.
 import json
 import os
 
-from weightgen.cli import add_more_flags, add_runtime_flags, add_test_images_flag, run_step, runtime_argv
+from weightgen.cli import add_more_flags, add_runtime_flags, add_test_images_flag, count, run_step, runtime_argv
 from weightgen.generate import save
 
 
@@ -88,9 +88,9 @@ def common_flags(p, dataset=True, vae=False, num_models=50, train_models=50):
     vae: --vae_flags, for experiments that train VAEs."""
     if dataset:
         p.add_argument("--checkpoint_dir", required=True, help="dataset name under checkpoints/")
-    p.add_argument("--num_models", type=int, default=num_models,
+    p.add_argument("--num_models", type=count, default=num_models,
                    help=f"networks generated per setting (default {num_models})")
-    p.add_argument("--train_models", type=int, default=train_models,
+    p.add_argument("--train_models", type=count, default=train_models,
                    help=f"training checkpoints evaluated beside them (default {train_models})")
     if vae:
         add_more_flags(p, "vae", "train_vae.py", "--hidden 64", where=" for every VAE trained")

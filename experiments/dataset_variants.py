@@ -20,7 +20,7 @@ import os
 import torch
 
 from weightgen import checkpoint_dataset as cd
-from weightgen.cli import add_more_flags, run_main, run_step, runtime_argv
+from weightgen.cli import add_more_flags, count, run_main, run_step, runtime_argv
 from experiments.common import common_flags, judge, write_table
 from weightgen.model_io import GENERATED_KIND, load_checkpoint
 from weightgen.tinynn import FlatLayout, sparsity
@@ -145,13 +145,13 @@ def parse_args(argv=None):
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=["default", "wd0", "l1", "prune50"],
                    help="dataset variants to build and compare (default: default wd0 l1 prune50)")
     p.add_argument("--prefix", default="Variants", help="datasets are checkpoints/PREFIX_VARIANT (default Variants)")
-    p.add_argument("--runs", type=int, default=3, help="training runs per variant (default 3)")
-    p.add_argument("--ckpts_per_run", type=int, default=40, help="checkpoints per run (default 40)")
-    p.add_argument("--fresh_runs", type=int, default=2, help="fresh-seed runs per variant (default 2)")
-    p.add_argument("--fresh_ckpts_per_run", type=int, default=10, help="checkpoints per fresh run (default 10)")
+    p.add_argument("--runs", type=count, default=3, help="training runs per variant (default 3)")
+    p.add_argument("--ckpts_per_run", type=count, default=40, help="checkpoints per run (default 40)")
+    p.add_argument("--fresh_runs", type=count, default=2, help="fresh-seed runs per variant (default 2)")
+    p.add_argument("--fresh_ckpts_per_run", type=count, default=10, help="checkpoints per fresh run (default 10)")
     p.add_argument("--fresh_seed", type=int, default=1, help="base seed of the fresh runs (default 1)")
-    p.add_argument("--vae_epochs", type=int, default=100, help="default 100")
-    p.add_argument("--diffusion_epochs", type=int, default=200, help="default 200")
+    p.add_argument("--vae_epochs", type=count, default=100, help="default 100")
+    p.add_argument("--diffusion_epochs", type=count, default=200, help="default 200")
     add_more_flags(p, "dataset", "Gen_Diffusion_Dataset.py", "--train_size 2000", where=" for every variant")
     common_flags(p, dataset=False, vae=True)
     return p.parse_args(argv)

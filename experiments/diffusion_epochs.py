@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 
-from weightgen.cli import ROOT, run_main, run_step, runtime_argv
+from weightgen.cli import ROOT, count, run_main, run_step, runtime_argv
 from experiments.common import accuracy_row, common_flags, plot_generated_accuracy, sample_and_evaluate, write_table
 
 
@@ -84,9 +84,9 @@ def main(args):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common_flags(p)
-    p.add_argument("--epochs", type=int, nargs="+", default=[10, 30, 100, 300, 1000],
+    p.add_argument("--epochs", type=count, nargs="+", default=[10, 30, 100, 300, 1000],
                    help="stops at which the model is sampled (default 10 30 100 300 1000)")
-    p.add_argument("--batch_size", type=int, default=8, help="diffusion batch size (default 8)")
+    p.add_argument("--batch_size", type=count, default=8, help="diffusion batch size (default 8)")
     p.add_argument("--run_name", default="exp_epochs", help="folder of the diffusion run (default exp_epochs)")
     p.add_argument("--vae_path", default=None, help="VAE (default checkpoints/NAME/vae/vae.pt)")
     return p.parse_args(argv)

@@ -46,7 +46,7 @@ from tqdm import tqdm
 from weightgen import checkpoint_dataset as cd
 from weightgen.baselines import is_new, new_network_bar
 from weightgen.cifar10 import load_cifar10
-from weightgen.cli import run_main
+from weightgen.cli import count, positive, run_main
 from experiments.common import (REPORT_COLUMNS, common_flags, judge, plot_overlap_scatter, report_rows,
                                 save_group, write_table)
 from weightgen.model_io import CheckpointError, load_generated, made_with, pick_device
@@ -246,11 +246,11 @@ def parse_args(argv=None):
     p.add_argument("--start", type=parse_start, action="append", default=[],
                    help="NAME=PATH: networks to train on, a generated.pt of this dataset or its folder (repeatable; "
                         "fresh init, training and fresh checkpoints are always there)")
-    p.add_argument("--steps", type=int, nargs="+", default=[40, 100], help="SGD steps per network (default 40 100)")
-    p.add_argument("--lr", type=float, nargs="+", default=[0.05, 0.2],
+    p.add_argument("--steps", type=count, nargs="+", default=[40, 100], help="SGD steps per network (default 40 100)")
+    p.add_argument("--lr", type=positive, nargs="+", default=[0.05, 0.2],
                    help="peak learning rates of the compressed schedule for every start but fresh init, which takes "
                         "the recipe's (default 0.05 0.2)")
-    p.add_argument("--noise", type=float, nargs="+", default=[],
+    p.add_argument("--noise", type=positive, nargs="+", default=[],
                    help="also train the training checkpoints plus Gaussian noise of each of these scales (times each "
                         "tensor's spread across the dataset, e.g. 0.25 0.5 1): the 'training weights + noise' control "
                         "of Zeng et al. (2025); default none")
@@ -261,10 +261,7 @@ def parse_args(argv=None):
                         "far) and judge them by one bar from all their trained fresh checkpoints: "
                         "finetune_pooled.md/.json beside this order's finetune.md (default: no pooling)")
     common_flags(p, num_models=10, train_models=20)
-    args = p.parse_args(argv)
-    if min(args.steps) < 1 or min(args.lr) <= 0 or min(args.noise, default=1) <= 0:
-        p.error("--steps, --lr and --noise must be positive")
-    return args
+    return p.parse_args(argv)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from weightgen import checkpoint_dataset as cd
 from weightgen.alignment import align_method
 from weightgen.blending import blend_coefficients, checkpoint_pairs, interpolate, match_pairs, pair_weights, reestimate_bn
 from weightgen.cifar10 import load_cifar10, standardize
-from weightgen.cli import run_main
+from weightgen.cli import count, run_main
 from experiments.common import (REPORT_COLUMNS, common_flags, judge, plot_overlap_scatter, report_rows,
                                 save_group, write_table)
 from weightgen.model_io import CheckpointError, made_with
@@ -149,18 +149,18 @@ def parse_args(argv=None):
     p.add_argument("--fresh_dir", required=True, help="fresh-seed checkpoint dataset (evaluate_generated.py)")
     p.add_argument("--alpha", type=float, default=0.5, help="where between the two runs (default 0.5, the midpoint; "
                                                              "crossed layers: the share of layers from the second)")
-    p.add_argument("--runs_per_blend", type=int, default=2,
+    p.add_argument("--runs_per_blend", type=count, default=2,
                    help="checkpoints of this many different runs in each network (default 2: pairs); above 2 a "
                         "blend is their plain mean (--alpha 0.5 only), crossed layers take a block of layers from "
                         "each in turn, and the groups go to midpoints*_Kruns/")
-    p.add_argument("--bn_images", type=int, default=5000, help="training images for BatchNorm statistics "
+    p.add_argument("--bn_images", type=count, default=5000, help="training images for BatchNorm statistics "
                                                                 "(default 5000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the pair draw (default 0)")
     p.add_argument("--match", choices=["dataset", "weights", "activations"], default="dataset",
                    help="how each pair's second run is aligned to its first: dataset (the VAE's alignment, every run "
                         "to one reference by weight matching; default), weights (pair by pair) or activations "
                         "(correlation of channel outputs)")
-    p.add_argument("--match_images", type=int, default=1000,
+    p.add_argument("--match_images", type=count, default=1000,
                    help="training images whose activations are matched (--match activations; default 1000)")
     p.add_argument("--vae_path", default=None,
                    help="a train_vae.py checkpoint (vae.pt) of this dataset: adds the group of its decoded latent "

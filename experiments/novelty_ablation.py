@@ -24,7 +24,7 @@ import os
 import shlex
 
 from weightgen import checkpoint_dataset as cd
-from weightgen.cli import run_main, run_step, runtime_argv
+from weightgen.cli import count, run_main, run_step, runtime_argv, whole
 from experiments.common import REPORT_COLUMNS, common_flags, judge, plot_overlap_scatter, report_rows, write_table
 
 VARIANTS = {
@@ -111,10 +111,10 @@ def parse_args(argv=None):
     p.add_argument("--add", nargs=4, action="append", metavar=("NAME", "VAE_FLAGS", "DIFFUSION_FLAGS", "SAMPLE_FLAGS"),
                    help='another variant: its name and the flags of train_vae.py ("none": no VAE, for --space '
                         'weights), train_diffusion.py and sample.py, each one quoted string ("" for none)')
-    p.add_argument("--vae_epochs", type=int, default=100, help="default 100")
-    p.add_argument("--diffusion_epochs", type=int, default=200, help="default 200")
+    p.add_argument("--vae_epochs", type=count, default=100, help="default 100")
+    p.add_argument("--diffusion_epochs", type=count, default=200, help="default 200")
     p.add_argument("--sample_seed", type=int, default=0, help="seed of sample.py (default 0)")
-    p.add_argument("--baseline_models", type=int, default=10,
+    p.add_argument("--baseline_models", type=whole, default=10,
                    help="networks per noise baseline, evaluated with the first variant of each dataset (default 10)")
     p.add_argument("--out", default=os.path.join(cd.dataset_folder("novelty_ablation")),
                    help="where the table and plot go (default checkpoints/novelty_ablation)")

@@ -14,7 +14,7 @@ import json
 import math
 import os
 
-from weightgen.cli import ROOT, run_main, run_step, runtime_argv
+from weightgen.cli import ROOT, count, run_main, run_step, runtime_argv
 from experiments.common import accuracy_row, common_flags, plot_generated_accuracy, sample_and_evaluate, write_table
 
 VAE_BATCH, DIFFUSION_BATCH = 32, 8  # train_vae.py's and train_diffusion.py's defaults
@@ -76,10 +76,10 @@ def main(args):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common_flags(p, vae=True)
-    p.add_argument("--sizes", type=int, nargs="+", default=[50, 200, 800, 2250],
+    p.add_argument("--sizes", type=count, nargs="+", default=[50, 200, 800, 2250],
                    help="training checkpoints per setting (default 50 200 800 2250; capped at all)")
-    p.add_argument("--vae_steps", type=int, default=2000, help="VAE updates per setting (default 2000)")
-    p.add_argument("--diffusion_steps", type=int, default=30000,
+    p.add_argument("--vae_steps", type=count, default=2000, help="VAE updates per setting (default 2000)")
+    p.add_argument("--diffusion_steps", type=count, default=30000,
                    help="diffusion updates per setting (default 30000)")
     return p.parse_args(argv)
 

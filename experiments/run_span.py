@@ -47,7 +47,9 @@ from weightgen import checkpoint_dataset as cd
 from weightgen.baselines import channel_codes, span_shares
 from weightgen.blending import reestimate_bn
 from weightgen.cifar10 import load_cifar10
-from weightgen.cli import add_align_flag, add_runtime_flags, add_test_images_flag, run_main
+from weightgen.cli import (add_align_flag, add_runtime_flags, add_test_images_flag, count, positive, run_main,
+                           whole)
+from weightgen.cli import share as a_share
 from experiments.common import write_table
 from weightgen.model_io import keep_result, kept_result, pick_device, write_json
 from weightgen.tinynn_training import TRAIN_ON_DEFAULTS, budget_config, dataset_recipe, probabilities_flat, train_flat, train_on_seeds
@@ -235,19 +237,19 @@ def plot_codes(ax, codes, trained, steps):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint_dir", required=True, help="checkpoint dataset under checkpoints/ (or a path)")
-    p.add_argument("--val_runs", type=int, default=1, help="whole runs held out: the last ones (default 1)")
+    p.add_argument("--val_runs", type=count, default=1, help="whole runs held out: the last ones (default 1)")
     add_align_flag(p)
-    p.add_argument("--min_acc", type=float, default=None,
+    p.add_argument("--min_acc", type=a_share, default=None,
                    help="leave out checkpoints whose validation accuracy is below this (default: keep all)")
     p.add_argument("--codes", type=float, nargs="*", default=[0.25, 0.5, 0.75, 0.9],
                    help="shares of each channel's numbers a per-layer code keeps (default 0.25 0.5 0.75 0.9; "
                         "none: the span alone, no CIFAR-10 needed unless --align activations)")
-    p.add_argument("--bn_images", type=int, default=5000,
+    p.add_argument("--bn_images", type=count, default=5000,
                    help="training images the decoded networks' BatchNorm statistics are re-estimated on (default 5000)")
-    p.add_argument("--steps", type=int, default=0,
+    p.add_argument("--steps", type=whole, default=0,
                    help=f"SGD steps every decoded network is then trained, with the controls described above "
                         f"(default 0: none; sample_blends.py trains {TRAIN_ON_DEFAULTS['steps']})")
-    p.add_argument("--lr", type=float, default=TRAIN_ON_DEFAULTS["lr"],
+    p.add_argument("--lr", type=positive, default=TRAIN_ON_DEFAULTS["lr"],
                    help=f"peak learning rate of those steps (default {TRAIN_ON_DEFAULTS['lr']:g}, as sample_blends.py)")
     add_test_images_flag(p)
     add_runtime_flags(p, seed_help="the data order of the --steps (default 0)")
@@ -255,8 +257,6 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if any(not 0 < c < 1 for c in args.codes) or len(set(args.codes)) < len(args.codes):
         p.error("--codes: each share must lie strictly between 0 and 1, and be given once")
-    if args.steps < 0 or args.lr <= 0:
-        p.error("--steps must be >= 0 and --lr > 0")
     if args.steps and not args.codes:
         p.error("--steps trains the networks decoded from --codes: give at least one share")
     args.out = args.out or cd.dataset_folder(args.checkpoint_dir)

@@ -44,8 +44,12 @@ def test_training_checkpoints_as_generated_reproduce_their_accuracy_and_zero_dis
     save_checkpoint(dict(kind="generated-tinynns", weights=weights, tinynn=ds.tinynn_config,
                          layout=ds.layout.to_json(), batchnorm="training checkpoints", dataset=ds.description),
                     str(gen / "generated.pt"))
-    evaluate(gen, "--fresh_dir", fresh)
+    out = evaluate(gen, "--fresh_dir", fresh)
     report = json.load(open(gen / "report.json"))
+    # A line per group as it is done (and a bar over the networks), not silence until the report.
+    for group, r in report["per_model"].items():
+        assert f"{group}: {len(r['accuracy'])} networks, mean test accuracy {np.mean(r['accuracy']):.4f}" in out.stdout
+    assert "networks evaluated" in out.stderr
     direct = evaluate_flat(weights, ds.layout, ds.tinynn_config, cifar.test_images[:TEST_IMAGES],
                            cifar.test_labels[:TEST_IMAGES])
     assert report["per_model"]["generated"]["accuracy"] == pytest.approx(direct, abs=1e-6)

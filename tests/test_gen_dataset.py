@@ -107,6 +107,16 @@ def test_corrupted_run_file_is_one_clear_error(tmp_path, tiny_dataset):
     out = gen(folder, "--assemble", check=False)
     assert out.returncode != 0 and "corrupted" in out.stderr and cd.run_filename(1) in out.stderr
     assert "Traceback" not in out.stderr
+    assert f"{folder / cd.run_filename(1)} (" in out.stderr and "Delete it" in out.stderr  # what to do, and with which
+
+
+def test_run_files_record_their_recipe(tiny_dataset):
+    """Every run file records the recipe (the settings' RECIPE fields) it was made with."""
+    settings = json.load(open(tiny_dataset / cd.SETTINGS))
+    for run_id in cd.completed_runs(str(tiny_dataset)):
+        blob = torch.load(tiny_dataset / cd.run_filename(run_id), weights_only=True)
+        assert cd.recipe_of(blob["recipe"]) == cd.recipe_of(settings)
+        assert blob["recipe"]["train_config.lr"] == settings["train_config"]["lr"]
 
 
 def test_widths_flag_builds_and_describes_a_narrower_tinynn(tmp_path, cifar):

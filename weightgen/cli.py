@@ -45,6 +45,14 @@ def whole(text):
     return value
 
 
+def nonnegative(text):
+    """argparse type: a number >= 0 (a weight, a noise scale, a penalty: 0 turns it off)."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
 def positive(text):
     """argparse type: a number > 0 (a rate, a scale)."""
     value = float(text)
@@ -128,7 +136,7 @@ def add_align_flag(parser, where=""):
 def add_test_images_flag(parser, where=""):
     """--test_images N: evaluations on the first N CIFAR-10 test images. `where` says which
     evaluations when a script makes others too."""
-    parser.add_argument("--test_images", type=int, default=0,
+    parser.add_argument("--test_images", type=whole, default=0,
                         help=f"{where}evaluate on the first N test images (default 0: all 10,000; fewer only for "
                              f"quick looks and tests, never for figures you report)")
 

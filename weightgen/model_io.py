@@ -6,8 +6,12 @@ EMA weights (the nanoGPT habit). Loading uses weights_only=True, so a file from 
 cannot run code. Every file this project writes goes through `atomic_write`: a run that is cut
 off never leaves a half-written file under the real name.
 """
+import errno
 import json
 import os
+import pickle
+import re
+import shutil
 
 import torch
 
@@ -31,33 +35,70 @@ def pick_device(name="auto"):
     return torch.device(name)
 
 
-def atomic_write(path, write):
-    """Call write(tmp_path), then rename over `path`: readers never see a partial file."""
+def atomic_write(path, write, size=None):
+    """Call write(tmp_path), then rename over `path`: readers never see a partial file. A disk
+    that fills up is one CheckpointError naming `path` and what it needs (`size`: the bytes it
+    needs, when the caller knows; else what was written before the disk ran out)."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         write(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        if not _disk_full(e):
+            raise
+        raise CheckpointError(_no_space(path, tmp, size)) from None
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.remove(tmp)
 
 
+def _disk_full(e):
+    """Whether a failed write ran out of space: the OSError of a Python file, or the RuntimeError
+    that torch.save's zip writer raises in its place (it carries no errno)."""
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "file write failed" in str(e) or "unexpected pos" in str(e)
+
+
+def _no_space(path, tmp, size):
+    folder = os.path.dirname(os.path.abspath(path))
+    free = shutil.disk_usage(folder).free
+    need = (f"it needs about {size:,} bytes" if size else
+            f"{os.path.getsize(tmp):,} bytes were written before it stopped" if os.path.isfile(tmp) else
+            "its size is unknown")
+    return (f"could not write {path}: no space left on its disk ({need}; {free:,} bytes are free there): "
+            f"make room and run the same command again")
+
+
 def write_json(path, obj):
+    text = json.dumps(obj, indent=1)
+
     def write(tmp):
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-    atomic_write(path, write)
+            f.write(text)
+    atomic_write(path, write, size=len(text.encode()))
+
+
+def tensor_bytes(obj):
+    """The bytes of the tensors in `obj` (dicts, lists, tuples of them): about what torch.save writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def save_checkpoint(obj, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), size=tensor_bytes(obj))
 
 
 def keep_result(path, made_with, **values):
     """Save `values` (tensors, lists) to `path` with the settings that made them, atomically: a
     long run keeps each finished piece of work this way and takes it back with kept_result."""
-    atomic_write(path, lambda tmp: torch.save(dict(values, made_with=made_with), tmp))
+    atomic_write(path, lambda tmp: torch.save(dict(values, made_with=made_with), tmp), size=tensor_bytes(values))
 
 
 def kept_result(path, made_with):
@@ -78,6 +119,18 @@ def registered(registry, name, what):
     return registry[name]
 
 
+def why_unloadable(e):
+    """One line on why torch.load(weights_only=True) refused a file, with the reason whole. For a
+    file holding pickled Python objects, torch's message opens with how to load it anyway
+    (weights_only=False, which would run the file's code) and names the object only at its end:
+    the object is the reason, and this project never turns weights_only off."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(e)).split())  # one line, without terminal colours
+    if isinstance(e, pickle.UnpicklingError) and "WeightsUnpickler error:" in text:
+        found = text.split("WeightsUnpickler error:", 1)[1].split(". ")[0].strip().rstrip(".")
+        return f"it holds pickled Python objects, which could run code when loaded, so it is not read ({found})"
+    return f"{type(e).__name__}: {text}"
+
+
 def load_checkpoint(path, kind):
     """The checkpoint dict at `path`, which must be of `kind`."""
     if not os.path.isfile(path):
@@ -86,7 +139,7 @@ def load_checkpoint(path, kind):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, or holding pickled code
         raise CheckpointError(f"checkpoint is corrupted or not a checkpoint of this project: {path} "
-                              f"({type(e).__name__}: {str(e)[:200]})") from None
+                              f"({why_unloadable(e)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
         found = ckpt.get("kind") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is a {found!r} checkpoint, expected {kind!r}")

@@ -52,9 +52,15 @@ class TrainConfig:
 
     @staticmethod
     def add_flags(parser):
+        from weightgen.cli import count, positive, share  # here: cli imports this module (through checkpoint_dataset)
+        from weightgen.cli import nonnegative
+        # argparse types that refuse what can only be a mistake (a batch of 0, a negative decay), in one line
+        types = dict(epochs=positive, batch_size=count, lr=positive, momentum=share, label_smoothing=share,
+                     prune=share, prune_at=share)
         for f in fields(TrainConfig):
             default = f"{f.default:.4g}" if f.type is float else f.default
-            parser.add_argument(f"--{f.name}", type=f.type, default=f.default,
+            kind = types.get(f.name, nonnegative if f.type is float else f.type)
+            parser.add_argument(f"--{f.name}", type=kind, default=f.default,
                                 help=f"{f.metadata['help']} (default {default})",
                                 **(dict(choices=list(AUGMENTATIONS)) if f.name == "augment" else {}))
 

@@ -1,8 +1,10 @@
 """What both trainers (train_vae.py, train_diffusion.py) share: EMA weights, the epoch loop with
-its saves and Ctrl-C handling, resuming, and the log file."""
+its saves and Ctrl-C handling, refusing to replace a run unasked, resuming (with this command's
+learning rate and epochs), and the log file."""
 import ctypes
 import json
 import math
+import os
 import sys
 
 import torch
@@ -11,6 +13,9 @@ from tqdm import tqdm
 from weightgen.model_io import CheckpointError, atomic_write, load_checkpoint
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+# Flags that say where and how a command runs: a resumed run does not record them as changed.
+RUNTIME_FLAGS = ("resume", "overwrite", "quiet", "device", "data_dir", "no_download")
 
 
 def reuse_freed_memory():
@@ -77,10 +82,11 @@ def descend(loss, model, opt, ema):
     ema.update(model)
 
 
-def training_state(model, ema, opt, history, sched=None):
-    """The part of a trainer's checkpoint that --resume restores; the epoch is len(history)."""
+def training_state(model, ema, opt, history, sched=None, resumes=()):
+    """The part of a trainer's checkpoint that --resume restores; the epoch is len(history).
+    resumes: what each --resume changed (restore's records), oldest first."""
     state = dict(model=model.state_dict(), ema=ema.state, ema_updates=ema.updates, optimizer=opt.state_dict(),
-                 epoch=len(history), history=history)
+                 epoch=len(history), history=history, resumes=list(resumes))
     if sched is not None:
         state["scheduler"] = sched.state_dict()
     return state
@@ -92,22 +98,100 @@ def for_sampling(state):
     return {k: v for k, v in state.items() if k not in ("model", "optimizer", "scheduler")}
 
 
-def resume(path, kind, expected, model, ema, opt, sched=None):
-    """Restore a training_state() saved in the checkpoint at `path`; `expected` maps checkpoint
-    keys to the values this run was built with (model arguments, ...). Returns the checkpoint dict."""
+def existing_run(out, outputs, what, args, note=""):
+    """The files of `outputs` that folder `out` holds already. When it holds some and neither
+    --resume nor --overwrite says what to do with them, one line and exit 2, nothing touched:
+    rerunning a trainer must not replace a model (that others were trained on) without a word."""
+    found = [name for name in outputs if os.path.exists(os.path.join(out, name))]
+    if found and not (args.resume or args.overwrite):
+        print(f"error: {out} holds a {what} already ({', '.join(found)}{_logged_epochs(out)}): --resume "
+              f"continues it, --overwrite replaces it{note}, another --run_name trains beside it",
+              file=sys.stderr, flush=True)
+        sys.exit(2)
+    return found
+
+
+def _logged_epochs(out):
+    try:
+        with open(os.path.join(out, "log.jsonl")) as f:
+            return f"; its log ends at epoch {json.loads(f.readlines()[-1])['epoch']}"
+    except (OSError, ValueError, IndexError, KeyError, TypeError):
+        return ""
+
+
+def clear_run(out, found):
+    """--overwrite: remove the earlier run's files (`found`), once this run is ready to train, so
+    that none of them (a finished report, an old log) is taken for the new run's."""
+    for name in found:
+        os.remove(os.path.join(out, name))
+    if found:
+        print(f"--overwrite: removed the earlier run's {', '.join(found)} from {out}")
+
+
+def resumable(path, kind, args, fixed):
+    """The checkpoint at `path` that --resume continues. Refused in one line (CheckpointError)
+    when a flag named in `fixed` (what a run keeps to its end: model sizes, data, split, seed)
+    differs from the one it was trained with, or when --epochs ends before the epochs done."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"nothing to resume: {path} not found (leave out --resume to start a run)")
     ckpt = load_checkpoint(path, kind)
-    for key, value in expected.items():
-        if ckpt.get(key) != value:
-            raise CheckpointError(f"{path} holds a model with other {key} ({ckpt.get(key)}, this run: {value}): "
-                                  f"pass the flags it was trained with")
+    trained = ckpt.get("config", {})
+    differ = [f for f in fixed if f in trained and trained[f] != getattr(args, f)]
+    if differ:
+        raise CheckpointError(f"--resume: {path} was trained with {_flags(trained, differ)}, this command has "
+                              f"{_flags(vars(args), differ)}; a run keeps these to its end: pass the values it "
+                              f"was trained with, or start again with --overwrite")
+    if args.epochs < ckpt["epoch"]:
+        raise CheckpointError(f"--resume: {path} has trained {ckpt['epoch']} epochs already, past --epochs "
+                              f"{args.epochs}: pass --epochs {ckpt['epoch']} or more")
+    return ckpt
+
+
+def _flags(values, names):
+    return " ".join(f"--{n} {'(its default)' if values.get(n) is None else values[n]}" for n in names)
+
+
+def restore(ckpt, path, model, ema, opt, args, sched=None, expected=None):
+    """Load a resumable() checkpoint into model, EMA, optimizer (and scheduler), then train at
+    this command's --lr: the optimizer's saved state would bring the old rate back while the
+    checkpoint records the new one. expected: {what: (as recorded, as this run built it)} for what
+    follows from the data rather than from a flag (the model's arguments, the split). Returns the
+    record of what this command changed ({epoch, changed: {flag: [trained with, now]}}), for the
+    checkpoint's "resumes"."""
+    for what, (recorded, built) in (expected or {}).items():
+        if recorded != built:
+            raise CheckpointError(f"--resume: {path} holds a model of other {what} than this run builds ({recorded} "
+                                  f"there, {built} here): has the dataset changed since? Start again with "
+                                  f"--overwrite, or train beside it with another --run_name")
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optimizer"])
-    if sched is not None:
-        sched.load_state_dict(ckpt["scheduler"])
+    if sched is not None:  # this command's schedule (--lr_step, --lr_gamma), at the epoch the run has reached
+        reached = {k: ckpt["scheduler"][k] for k in ("last_epoch", "_step_count")}
+        sched.load_state_dict({**sched.state_dict(), **reached})
     device = next(model.parameters()).device
     ema.state, ema.updates = {k: v.to(device) for k, v in ckpt["ema"].items()}, ckpt["ema_updates"]
-    print(f"resumed from {path} at epoch {ckpt['epoch']}")
-    return ckpt
+    set_lr(opt, args.lr, sched)
+    trained = ckpt.get("config", {})
+    changed = {k: [trained[k], v] for k, v in vars(args).items()
+               if k in trained and k not in RUNTIME_FLAGS and trained[k] != v}
+    applied = "; applied " + ", ".join(f"--{k} {a} -> {b}" for k, (a, b) in changed.items()) if changed else ""
+    print(f"resumed from {path} at epoch {ckpt['epoch']}{applied}")
+    return dict(epoch=ckpt["epoch"], changed=changed)
+
+
+def set_lr(opt, lr, sched=None):
+    """Train at `lr` from now on, whatever the optimizer's state says. With a StepLR schedule, `lr`
+    is its starting rate, decayed as far as the schedule has come (as a run started at `lr` would
+    be at this epoch)."""
+    now = lr
+    if sched is not None:
+        sched.base_lrs = [lr] * len(opt.param_groups)
+        now = lr * sched.gamma ** (sched.last_epoch // sched.step_size)
+        sched._last_lr = [now] * len(opt.param_groups)  # what get_last_lr() reports until its next step
+    for g in opt.param_groups:
+        g["lr"] = now
+        if "initial_lr" in g:
+            g["initial_lr"] = lr
 
 
 def run_epochs(history, epochs, train_epoch, save, save_every, desc, quiet=False, loss_key="loss"):
@@ -122,9 +206,10 @@ def run_epochs(history, epochs, train_epoch, save, save_every, desc, quiet=False
                           disable=quiet):
             record = train_epoch(epoch)
             if not math.isfinite(record[loss_key]):
-                kept = f"the checkpoint of epoch {saved} is kept" if saved else "no checkpoint was saved yet"
-                sys.exit(f"error: the training loss turned {record[loss_key]} in epoch {epoch + 1}; stopped "
-                         f"({kept}). Lower --lr and start again, or --resume from that checkpoint.")
+                what = (f"the checkpoint of epoch {saved} is kept. Continue from it with --resume and a lower "
+                        f"--lr, or start again with --overwrite and a lower --lr" if saved else
+                        "no checkpoint was saved yet. Start again with a lower --lr")
+                sys.exit(f"error: the training loss turned {record[loss_key]} in epoch {epoch + 1}; stopped ({what}).")
             history.append(record)
             if (epoch + 1) % save_every == 0 or epoch + 1 == epochs:
                 save()
