@@ -100,6 +100,7 @@ def test_unknown_sampler_is_refused(trained):
         trained.sample(2, sampler="euler")
 
 
+@pytest.fixture(scope="module")
 def conditioned():
     """A noise-predicting model of the mixture told each point's mode (none for 10% of them)."""
     torch.manual_seed(0)
