@@ -29,10 +29,12 @@ from weightgen.model_io import write_json
 # The sizes of a run. small: what fits 15 minutes of this project's slowest 2-core CPU, so it
 # trims the seed's recipe: a 2-epoch schedule whose networks are kept from validation accuracy
 # 0.65 on (the seed's 18 epochs reach 0.75 after ~8), 20 checkpoints a run, few networks
-# evaluated (one takes ~1.7 s on the 10k test images there) and few blends trained (~0.25 s a step).
+# evaluated (one takes ~1.7 s on the 10k test images there) and few blends trained (each ~30 s
+# there). Its 54 training vectors make 2 VAE steps an epoch: at the seed's rate, decayed every 30
+# epochs, the VAE stops short of its checkpoints, so the rate is doubled and kept.
 SMALL = dict(runs=3, ckpts_per_run=20, tinynn_epochs=2, min_acc=0.65, fresh_runs=2, fresh_ckpts_per_run=10,
-             vae_epochs=150, vae_eval_every=50, vae_final_models=10, diffusion_epochs=200, num_models=20,
-             train_models=12, baseline_models=2, blends=6, blend_steps=50)
+             vae_epochs=80, vae_lr=2e-3, vae_lr_step=1000, vae_eval_every=80, vae_final_models=4, diffusion_epochs=200,
+             num_models=20, train_models=12, baseline_models=2, blends=3, blend_steps=200)
 
 
 def script_defaults(script, *required):
@@ -49,6 +51,7 @@ def seed_preset():
     blends = script_defaults("sample_blends", "--checkpoint_dir", "-")
     return dict(runs=gen["runs"], ckpts_per_run=gen["ckpts_per_run"], tinynn_epochs=gen["epochs"],
                 min_acc=gen["min_acc"], fresh_runs=5, fresh_ckpts_per_run=20, vae_epochs=vae["epochs"],
+                vae_lr=vae["lr"], vae_lr_step=vae["lr_step"],
                 vae_eval_every=vae["eval_every"], vae_final_models=20,
                 diffusion_epochs=script_defaults("train_diffusion", "--checkpoint_dir", "-")["epochs"],
                 num_models=script_defaults("sample", "--model_path", "-")["num_models"],
@@ -69,12 +72,14 @@ def pipeline_steps(args, folder, fresh):
         "fresh seeds": (["Gen_Diffusion_Dataset.py", "--checkpoint_dir", fresh, "--runs", args.fresh_runs,
                          "--ckpts_per_run", args.fresh_ckpts_per_run, "--seed", args.fresh_seed, *dataset_flags],
                         None),
-        "vae": (["train_vae.py", "--checkpoint_dir", args.name, "--epochs", args.vae_epochs,
-                 "--eval_every", args.vae_eval_every, "--final_models", args.vae_final_models,
-                 "--test_images", args.test_images, *args.vae_flags, *common],
+        "vae": (["train_vae.py", "--checkpoint_dir", args.name, "--epochs", args.vae_epochs, "--lr", args.vae_lr,
+                 "--lr_step", args.vae_lr_step, "--eval_every", args.vae_eval_every,
+                 "--final_models", args.vae_final_models, "--test_images", args.test_images,
+                 *resume_if_started(folder, "vae", "vae_last.pt"), *args.vae_flags, *common],
                 os.path.join(folder, "vae", "final.json")),
         "diffusion": (["train_diffusion.py", "--checkpoint_dir", args.name, "--epochs", args.diffusion_epochs,
-                       *args.diffusion_flags, *device],
+                       *resume_if_started(folder, "diffusion_latent", "diffusion.pt"), *args.diffusion_flags,
+                       *device],
                       os.path.join(folder, "diffusion_latent", "loss.png")),
         "sampling": (["sample.py", "--model_path", os.path.join(folder, "diffusion_latent", "diffusion.pt"),
                       "--num_models", args.num_models, "--out", latent, *device],
@@ -89,6 +94,12 @@ def pipeline_steps(args, folder, fresh):
         "evaluation (blends)": (["evaluate_generated.py", "--model_path", blends, "--baseline_models", 0,
                                  "--bar_from", trained_fresh, *judge], os.path.join(blends, "report.json")),
     }
+
+
+def resume_if_started(folder, run_name, checkpoint):
+    """["--resume"] for a trainer step that was interrupted (its checkpoint is there, its final
+    output is not; a finished step is skipped before this matters): it goes on where it stopped."""
+    return ["--resume"] if os.path.exists(os.path.join(folder, run_name, checkpoint)) else []
 
 
 def route_folders(folder):
@@ -178,6 +189,8 @@ def parse_args(argv=None):
             ("min_acc", float, "validation accuracy a checkpoint needs to be kept; also the report's bar for 'new'"),
             ("fresh_runs", int, "runs from fresh seeds, the bar for new networks"),
             ("fresh_ckpts_per_run", int, "checkpoints per fresh run"), ("vae_epochs", int, "VAE epochs"),
+            ("vae_lr", float, "VAE peak learning rate (train_vae.py --lr)"),
+            ("vae_lr_step", int, "VAE epochs between learning-rate decays (train_vae.py --lr_step)"),
             ("vae_eval_every", int, "VAE epochs between accuracy evaluations"),
             ("vae_final_models", int, "held-out reconstructions and prior samples in the VAE's final report"),
             ("diffusion_epochs", int, "diffusion epochs"),
