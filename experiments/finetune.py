@@ -84,18 +84,13 @@ def start_weights(args, folder):
     noise = torch.randn(z_ends.shape, generator=torch.Generator().manual_seed(args.seed))
     for scale in args.noise:
         starts[noisy_name(scale)] = ds.standardizer.destandardize(z_ends + scale * noise)
-    fresh_ends = last_checkpoints(cd.dataset_folder(args.fresh_dir))
+    fresh_ends = cd.last_checkpoints(cd.dataset_folder(args.fresh_dir))
     starts[FRESH_RUNS] = fresh_ends[torch.arange(args.num_models) % len(fresh_ends)]
     return starts, ds.description
 
 
 def noisy_name(scale):
     return f"{TRAINING} + noise {scale:g}"
-
-
-def last_checkpoints(folder):
-    """[runs, n_params]: the last checkpoint of every run of a dataset, as saved."""
-    return torch.stack([cd.load_run(folder, run["run"])[1][-1] for run in cd.load_manifest(folder)["runs"]])
 
 
 def network_seeds(args):

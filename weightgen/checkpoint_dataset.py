@@ -224,6 +224,11 @@ def replayed_seeds(seeds, *folders):
     return set(seeds) & {r["seed"] for folder in folders for r in load_manifest(folder)["runs"]}
 
 
+def last_checkpoints(folder):
+    """[runs, n_params]: the last checkpoint of every run of a dataset, as saved."""
+    return torch.stack([load_run(folder, run["run"])[1][-1] for run in load_manifest(folder)["runs"]])
+
+
 def load_weights(folder, manifest):
     """All checkpoints' flat weights, [n_checkpoints, n_params], in manifest order."""
     rows = []

@@ -158,8 +158,7 @@ def trained_fresh(ds, fresh_dir, n, data, how, keep_dir, out, device, quiet=Fals
     (cycled to n networks) trained exactly as `how` trains the generated ones, in the same data
     orders, saved in `out` as a group judged against ds's training checkpoints
     (evaluate_generated.py --bar_from OUT)."""
-    manifest = cd.load_manifest(cd.dataset_folder(fresh_dir))
-    ends = torch.stack([cd.load_run(cd.dataset_folder(fresh_dir), r["run"])[1][-1] for r in manifest["runs"]])
+    ends = cd.last_checkpoints(cd.dataset_folder(fresh_dir))
     refuse_replayed_seeds(how, n, ds.folder, cd.dataset_folder(fresh_dir))
     keys = [dict(fresh_dir=os.path.abspath(cd.dataset_folder(fresh_dir)), run=i % len(ends)) for i in range(n)]
     w = train_on(lambda i: ends[i % len(ends)][None].float(), keys, ds.manifest, data, how, keep_dir, device, quiet,
