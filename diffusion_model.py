@@ -4,6 +4,8 @@ the network is only the denoiser (the lucidrains/denoising-diffusion-pytorch spl
     diffusion = GaussianDiffusion(VectorDenoiser(dim), timesteps=1000, schedule="cosine")
     loss = diffusion.loss(x0)                  # MSE of the predicted x_0 (prediction="eps": of the noise)
     x = diffusion.sample(100, sampler="ddim", steps=50)          # or sampler="ddpm" (all T steps)
+    flow = FlowMatching(VectorDenoiser(dim))   # the same denoiser, told a velocity target instead
+    x = flow.sample(100, sampler="heun", steps=25)               # or sampler="euler"
 
 A denoiser built with num_conditions=R is told a condition: a row of R weights over R classes
 (one-hot for a training run's vectors, a mixture of runs when sampling, all zeros for none), so
@@ -26,7 +28,7 @@ DIFFUSION_DEFAULTS = dict(timesteps=1000, schedule="linear", hidden=512, depth=4
 # narrower denoiser: 512 wide is 57M parameters (hours per 100 epochs on a CPU), 128 is 15M;
 # a 128-wide output cannot hold the noise of every coordinate, but it can hold a point near the
 # training weights, which is what x0 prediction asks of it.
-SPACE_DEFAULTS = dict(latent={}, weights=dict(hidden=128))
+SPACE_DEFAULTS = dict(latent={}, weights=dict(hidden=128), pca={})
 
 
 def linear_betas(timesteps):
@@ -93,6 +95,8 @@ class VectorDenoiser(nn.Module):
 
 
 class GaussianDiffusion(nn.Module):
+    objective, samplers = "ddpm", ("ddim", "ddpm")
+
     def __init__(self, denoiser, timesteps=DIFFUSION_DEFAULTS["timesteps"], schedule=DIFFUSION_DEFAULTS["schedule"],
                  clip_x0=None, prediction=DIFFUSION_DEFAULTS["prediction"]):
         """prediction: what the denoiser outputs, "eps" (the noise) or "x0" (the clean vector);
@@ -113,6 +117,11 @@ class GaussianDiffusion(nn.Module):
                 sqrt_alpha_bar=alpha_bar.sqrt(), sqrt_one_minus_alpha_bar=(1 - alpha_bar).sqrt(),
                 posterior_var=betas * (1 - alpha_bar_prev) / (1 - alpha_bar)).items():
             self.register_buffer(name, value.float(), persistent=False)
+
+    def constructor_args(self):
+        """The constructor's arguments after the denoiser, as a checkpoint records them."""
+        return dict(timesteps=self.timesteps, schedule=self.schedule, clip_x0=self.clip_x0,
+                    prediction=self.prediction)
 
     def q_sample(self, x0, t, noise):
         """x_t given x_0: sqrt(alpha_bar) x_0 + sqrt(1 - alpha_bar) noise."""
@@ -140,20 +149,12 @@ class GaussianDiffusion(nn.Module):
         dim = self.denoiser.args["dim"]
         noise = lambda shape: temperature * torch.randn(shape, generator=generator, device=device)
         x = noise((n, dim))
-        denoise = self._conditioned(cond, cfg_scale)
+        denoise = conditioned(self.denoiser, cond, cfg_scale)
         if sampler == "ddpm":
             return self._ddpm(x, noise, progress, denoise)
         if sampler == "ddim":
             return self._ddim(x, steps, eta, noise, progress, denoise)
         raise ValueError(f"sampler must be 'ddpm' or 'ddim', not {sampler!r}")
-
-    def _conditioned(self, cond, cfg_scale):
-        """denoise(x, t): the denoiser told `cond`, with classifier-free guidance of scale cfg_scale."""
-        if cond is None:
-            return self.denoiser
-        if cfg_scale == 1:
-            return lambda x, t: self.denoiser(x, t, cond)
-        return lambda x, t: torch.lerp(self.denoiser(x, t, torch.zeros_like(cond)), self.denoiser(x, t, cond), cfg_scale)
 
     def _predict(self, x, t, denoise):
         """(x_0, eps) predicted by `denoise` at timestep t, x_0 clipped to the data range when one
@@ -188,6 +189,62 @@ class GaussianDiffusion(nn.Module):
         return x
 
 
+class FlowMatching(nn.Module):
+    """Flow matching on straight paths (Lipman et al. 2023; rectified flow, Liu et al. 2023), the
+    objective DeepWeightFlow trains: x_t = (1 - t) x_0 + t noise with t ~ U(0, 1), the denoiser
+    predicts the velocity noise - x_0, and sampling integrates dx/dt = v from t = 1 (noise) to
+    t = 0 in `steps` Euler or Heun steps (Heun: two evaluations a step, second-order accurate)."""
+    objective, samplers = "flow", ("heun", "euler")
+    # The denoiser's sinusoidal embedding is built for integer timesteps up to ~1000: t in [0, 1]
+    # is shown to it on that scale.
+    TIME_SCALE = 1000
+
+    def __init__(self, denoiser):
+        super().__init__()
+        self.denoiser = denoiser
+
+    def constructor_args(self):
+        return {}
+
+    def loss(self, x0, cond=None):
+        """MSE of the predicted velocity at uniformly drawn times; `cond` as GaussianDiffusion.loss."""
+        t = torch.rand(x0.shape[0], device=x0.device)
+        noise = torch.randn_like(x0)
+        x_t = torch.lerp(x0, noise, t[:, None])
+        return F.mse_loss(self.denoiser(x_t, t * self.TIME_SCALE, cond), noise - x0)
+
+    @torch.no_grad()
+    def sample(self, n, sampler="heun", steps=25, eta=0.0, generator=None, progress=None, temperature=1.0,
+               cond=None, cfg_scale=1.0):
+        """n vectors: the ODE from noise (scaled by `temperature`) at t = 1 to t = 0. The path is
+        deterministic given its start; `eta` is DDIM's and must be 0 here."""
+        if sampler not in self.samplers:
+            raise ValueError(f"sampler must be one of {self.samplers} for flow matching, not {sampler!r}")
+        if eta:
+            raise ValueError("flow matching samples by an ODE: eta (DDIM's noise) must be 0")
+        device = next(self.denoiser.parameters()).device
+        x = temperature * torch.randn((n, self.denoiser.args["dim"]), generator=generator, device=device)
+        denoise = conditioned(self.denoiser, cond, cfg_scale)
+        velocity = lambda x, t: denoise(x, torch.full((n,), t * self.TIME_SCALE, device=device))
+        times = torch.linspace(1, 0, steps + 1).tolist()
+        for t, s in _iterate(list(zip(times[:-1], times[1:])), steps, progress):
+            v = velocity(x, t)
+            x_next = x + (s - t) * v
+            if sampler == "heun":  # the trapezoid of the velocities at both ends
+                x_next = x + (s - t) * 0.5 * (v + velocity(x_next, s))
+            x = x_next
+        return x
+
+
+def conditioned(denoiser, cond, cfg_scale):
+    """denoise(x, t): `denoiser` told `cond`, with classifier-free guidance of scale cfg_scale."""
+    if cond is None:
+        return denoiser
+    if cfg_scale == 1:
+        return lambda x, t: denoiser(x, t, cond)
+    return lambda x, t: torch.lerp(denoiser(x, t, torch.zeros_like(cond)), denoiser(x, t, cond), cfg_scale)
+
+
 def one_hot_conditions(labels, num_conditions, drop=0.0, generator=None):
     """Training conditions [B, R] of integer labels [B]: one-hot rows, each set to "no condition"
     (all zeros) with probability `drop`, so that the model also learns the unconditional p(x)."""
@@ -217,10 +274,16 @@ def mixed_conditions(n, num_conditions, k, generator=None):
 DENOISERS = {"mlp": VectorDenoiser}
 
 
+# Training objectives by name (train_diffusion.py --objective; recorded in the checkpoint). Each
+# owns its loss and samplers around a denoiser and lists its samplers, the default first.
+OBJECTIVES = {"ddpm": GaussianDiffusion, "flow": FlowMatching}
+
+
 def build_diffusion(ckpt):
     """The diffusion model stored in a train_diffusion.py checkpoint dict (EMA weights), in eval mode."""
     denoiser = registered(DENOISERS, ckpt.get("denoiser", "mlp"), "denoiser")  # older checkpoints: the MLP
-    model = GaussianDiffusion(denoiser(**ckpt["denoiser_args"]), **ckpt["diffusion_args"])
+    objective = registered(OBJECTIVES, ckpt.get("objective", "ddpm"), "objective")  # older: all DDPM
+    model = objective(denoiser(**ckpt["denoiser_args"]), **ckpt["diffusion_args"])
     model.denoiser.load_state_dict(ckpt["ema"])
     return model.eval()
 

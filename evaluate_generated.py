@@ -6,7 +6,9 @@ seeds, simple baselines, and measures of how new they are.
 
 --model_path is a folder written by sample.py (or its generated.pt), which records the dataset
 and the very split its generator was trained on (so with train_vae.py --max_train N, "training
-checkpoints" are those N). On the CIFAR-10 test set (all 10,000 images unless --test_images
+checkpoints" are those N). It may also be a folder of TinyNN state_dicts made elsewhere (*.pt,
+*.pth, e.g. by another project's generator): then --checkpoint_dir names the dataset to judge them
+against (its default split), and each network is aligned to its reference run before distances. On the CIFAR-10 test set (all 10,000 images unless --test_images
 says fewer) it evaluates every generated network,
 --train_models random training checkpoints (one of every run before a second of any),
 --fresh_models checkpoints of --fresh_dir (a dataset made by Gen_Diffusion_Dataset.py with the
@@ -52,7 +54,8 @@ from weightgen.baselines import (all_baselines, cross_run_disagreement, disagree
                        one_per_run, reconstruction_identity)
 from weightgen.cifar10 import load_cifar10
 from weightgen.cli import add_runtime_flags, add_test_images_flag, count, run_main, whole
-from weightgen.model_io import CheckpointError, atomic_write, load_generated, pick_device, write_json
+from weightgen.model_io import (CheckpointError, atomic_write, load_generated, load_state_dicts, pick_device,
+                                write_json)
 from weightgen.generate import finish
 from weightgen.tinynn_training import probabilities_flat
 from vae_model import load_vae
@@ -365,14 +368,40 @@ def plots(results, bar, min_acc, out, second_bar=None):
         plt.close(fig)
 
 
-def main(args):
-    device = pick_device(args.device)
+def is_outside_folder(path):
+    """A folder of networks made elsewhere: state_dicts, no generated.pt."""
+    return os.path.isdir(path) and not os.path.exists(os.path.join(path, "generated.pt"))
+
+
+def outside_networks(args):
+    """(weights, the dataset, source record) for a folder of TinyNN state_dicts from elsewhere, judged
+    against --checkpoint_dir's default split, each network aligned to its reference run."""
+    if not args.checkpoint_dir:
+        raise CheckpointError(f"{args.model_path} holds no generated.pt: to judge a folder of TinyNN state_dicts, "
+                              f"name the dataset to judge them against with --checkpoint_dir")
+    ds = WeightDataset(cd.dataset_folder(args.checkpoint_dir), data_dir=args.data_dir)
+    files = sorted(f for f in os.listdir(args.model_path) if f.endswith((".pt", ".pth")))
+    weights = ds.aligned(load_state_dicts(args.model_path, ds.layout))
+    return weights, ds, dict(generator="outside folder", folder=os.path.abspath(args.model_path), files=files)
+
+
+def generated_networks(args):
+    """(weights, the dataset they are judged against, source record) of --model_path."""
+    if is_outside_folder(args.model_path):
+        return outside_networks(args)
     generated, layout, source, split = load_generated(args.model_path)
     folder = cd.dataset_folder(args.checkpoint_dir) if args.checkpoint_dir else split["folder"]
-    data = load_cifar10(args.data_dir, device, download=not args.no_download)  # first: an activation alignment reads it
     ds = WeightDataset.from_description(split, folder, args.data_dir)
     if ds.layout != layout:
         raise CheckpointError(f"the generated models and {folder} have different TinyNN layouts")
+    return generated, ds, source
+
+
+def main(args):
+    device = pick_device(args.device)
+    data = load_cifar10(args.data_dir, device, download=not args.no_download)  # first: an activation alignment reads it
+    generated, ds, source = generated_networks(args)
+    folder = ds.folder
     test_images, test_labels = data.first_test(args.test_images)
     n_test = len(test_labels)
     labels = test_labels.cpu()
@@ -412,10 +441,12 @@ def main(args):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_path", required=True, help="sample.py output folder, or its generated.pt")
+    p.add_argument("--model_path", required=True,
+                   help="sample.py output folder, or its generated.pt, or a folder of TinyNN state_dicts made elsewhere")
     p.add_argument("--checkpoint_dir", default=None,
                    help="the training dataset (name under checkpoints/), if it moved since the generator was "
-                        "trained (default: the recorded folder; its recorded split is used either way)")
+                        "trained (default: the recorded folder; its recorded split is used either way); for a "
+                        "folder of state_dicts, the dataset to judge them against")
     p.add_argument("--fresh_dir", default=None,
                    help="a dataset of runs the generator never saw: Gen_Diffusion_Dataset.py with the training "
                         "set's recipe and another --seed (name under checkpoints/); it sets the bar for new networks")

@@ -2,6 +2,7 @@
 
     python train_diffusion.py --checkpoint_dir Toy_CNN --batch_size 8 --epochs 1000
     python train_diffusion.py --checkpoint_dir Toy_CNN --space weights          # direct weight diffusion
+    python train_diffusion.py --checkpoint_dir Toy_CNN --space pca --objective flow   # DeepWeightFlow's recipe
     python train_diffusion.py --checkpoint_dir Toy_CNN --resume --epochs 2000    # go on (also --lr)
     python train_diffusion.py --checkpoint_dir Toy_CNN --overwrite               # start RUN_NAME again
     python train_diffusion.py --checkpoint_dir Toy_CNN --condition run           # p(x | run) and p(x)
@@ -10,7 +11,10 @@
 --space latent (the default) encodes the dataset with the VAE (--vae_path, default
 checkpoints/NAME/vae/vae.pt), using the same alignment and split the VAE was trained with;
 latents are cached and standardised per dimension. --space weights diffuses the standardised
-flat weights themselves. --condition run tells the denoiser which training run each vector
+flat weights themselves. --space pca diffuses the coordinates of the aligned, standardised training
+weights along their --components principal directions (default one per training run).
+--objective flow trains flow matching on straight paths instead of the DDPM (sample.py then
+integrates its ODE with --sampler heun or euler). --condition run tells the denoiser which training run each vector
 comes from (dropped with probability --cond_drop, so the same model is also unconditional);
 sample.py --mix_runs then conditions on mixtures of runs. Outputs, in checkpoints/NAME/RUN_NAME/:
 diffusion.pt (EMA weights, optimizer, the VAE it depends on, everything sample.py needs), log.jsonl, loss.png.
@@ -25,7 +29,7 @@ import torch
 
 from weightgen import checkpoint_dataset as cd
 from weightgen.cli import add_align_flag, add_runtime_flags, count, positive, run_main, share, whole
-from diffusion_model import DENOISERS, DIFFUSION_DEFAULTS, SPACE_DEFAULTS, GaussianDiffusion, one_hot_conditions
+from diffusion_model import DENOISERS, DIFFUSION_DEFAULTS, SPACE_DEFAULTS, GaussianDiffusion, FlowMatching, one_hot_conditions
 from weightgen.model_io import DIFFUSION_KIND, CheckpointError, pick_device, save_checkpoint
 from weightgen.training_utils import (EMA, batches_per_epoch, clear_run, compiled, descend, existing_run, restore,
                                       resumable, reuse_freed_memory, run_epochs, steps_summary, training_state,
@@ -36,8 +40,8 @@ from weightgen.weight_dataset import WeightDataset
 
 # What a run keeps to its end: --resume refuses other values of these by name (the learning rate,
 # the epochs, batch size, EMA decay and --cond_drop may change). The VAE is checked by its file.
-FIXED = ("space", "denoiser", "hidden", "depth", "time_dim", "timesteps", "schedule", "prediction", "condition",
-         "align", "seed")
+FIXED = ("space", "components", "objective", "denoiser", "hidden", "depth", "time_dim", "timesteps", "schedule",
+         "prediction", "condition", "align", "seed")
 OUTPUTS = ("diffusion.pt", "log.jsonl", "loss.png")
 
 
@@ -58,9 +62,9 @@ def same_vae(ckpt, path, vae_path):
 def training_space(args, folder):
     """(weight dataset, DiffusionSpace, training vectors). The latent space uses the split its
     VAE was trained with."""
-    if args.space == "weights":
+    if args.space in ("weights", "pca"):
         ds = WeightDataset(folder, align=args.align, seed=args.seed, data_dir=args.data_dir)
-        return (ds, *DiffusionSpace.for_training("weights", ds))
+        return (ds, *DiffusionSpace.for_training(args.space, ds, components=args.components))
     vae = load_vae(args.vae_path)
     ds = WeightDataset.from_description(vae[2]["dataset"], folder, args.data_dir)
     return (ds, *DiffusionSpace.for_training("latent", ds, args.vae_path, vae, cache_dir=os.path.join(
@@ -80,7 +84,7 @@ def plot_loss(history, path):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([h["epoch"] for h in history], [h["loss"] for h in history])
-    ax.set(xlabel="epoch", ylabel="MSE of the prediction (x_0 or noise)", yscale="log", title="diffusion training loss")
+    ax.set(xlabel="epoch", ylabel="MSE of the prediction (x_0, noise or velocity)", yscale="log", title="diffusion training loss")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -111,16 +115,18 @@ def main(args):
     torch.manual_seed(args.seed)  # after the data, whose caches (alignment, latents) may or may not be there
     denoiser = DENOISERS[args.denoiser](data.shape[1], args.hidden, args.depth, args.time_dim,
                                         num_conditions=len(classes))
-    # Sampling keeps predicted x_0 inside the training data's range (see GaussianDiffusion).
-    diffusion = GaussianDiffusion(denoiser, args.timesteps, args.schedule, clip_x0=data.abs().max().item(),
-                                  prediction=args.prediction).to(device)
+    if args.objective == "flow":
+        diffusion = FlowMatching(denoiser).to(device)
+    else:  # sampling keeps predicted x_0 inside the training data's range (see GaussianDiffusion)
+        diffusion = GaussianDiffusion(denoiser, args.timesteps, args.schedule, clip_x0=data.abs().max().item(),
+                                      prediction=args.prediction).to(device)
     opt = torch.optim.AdamW(denoiser.parameters(), lr=args.lr, weight_decay=0.0, fused=True)  # ~2x faster steps on CPU
     loss_fn = compiled(diffusion.loss, device) if args.compile else diffusion.loss
     ema = EMA(denoiser, args.ema)
     history, resumes = [], []
     if ckpt:
         expected = {"denoiser arguments": (ckpt["denoiser_args"], denoiser.args),
-                    "diffusion arguments": (ckpt["diffusion_args"], diffusion_args(diffusion))}
+                    "diffusion arguments": (ckpt["diffusion_args"], diffusion.constructor_args())}
         resumes = ckpt.get("resumes", []) + [restore(ckpt, path, denoiser, ema, opt, args, expected=expected)]
         history = ckpt["history"]
     elif args.overwrite:
@@ -143,7 +149,8 @@ def main(args):
 
     def save():
         save_checkpoint(dict(kind=DIFFUSION_KIND, denoiser=args.denoiser, denoiser_args=denoiser.args,
-                             diffusion_args=diffusion_args(diffusion), space=space.state_dict(),
+                             objective=args.objective, diffusion_args=diffusion.constructor_args(),
+                             space=space.state_dict(),
                              condition=dict(kind=args.condition, classes=classes, drop=args.cond_drop),
                              tinynn=ds.tinynn_config, dataset=ds.description, config=vars(args),
                              **training_state(denoiser, ema, opt, history, resumes=resumes)), path)
@@ -156,18 +163,18 @@ def main(args):
           f"written to {path}")
 
 
-def diffusion_args(diffusion):
-    """GaussianDiffusion's constructor arguments, as a checkpoint records them."""
-    return dict(timesteps=diffusion.timesteps, schedule=diffusion.schedule, clip_x0=diffusion.clip_x0,
-                prediction=diffusion.prediction)
-
-
 def parse_args(argv=None):
     d = DIFFUSION_DEFAULTS
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint_dir", required=True, help="dataset name under checkpoints/ (or an absolute path)")
-    p.add_argument("--space", choices=["latent", "weights"], default="latent",
-                   help="diffuse VAE latents (default) or the standardised flat weights")
+    p.add_argument("--space", choices=["latent", "weights", "pca"], default="latent",
+                   help="diffuse VAE latents (default), the standardised flat weights, or their coordinates along "
+                        "the training weights' principal directions")
+    p.add_argument("--components", type=whole, default=0,
+                   help="--space pca: principal directions kept (default 0: one per training run)")
+    p.add_argument("--objective", choices=["ddpm", "flow"], default="ddpm",
+                   help="ddpm: the denoising diffusion (default); flow: flow matching on straight paths, a "
+                        "velocity target (--timesteps, --schedule and --prediction are the DDPM's and unused)")
     p.add_argument("--vae_path", default=None, help="VAE checkpoint (default checkpoints/NAME/vae/vae.pt)")
     p.add_argument("--run_name", default=None, help="output folder in the dataset folder (default diffusion_SPACE)")
     p.add_argument("--batch_size", type=count, default=8, help="default 8")

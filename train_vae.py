@@ -5,13 +5,16 @@
     python train_vae.py --checkpoint_dir Toy_CNN --resume --epochs 200                # go on (also --lr)
     python train_vae.py --checkpoint_dir Toy_CNN --overwrite                          # start RUN_NAME again
     python train_vae.py --checkpoint_dir Toy_CNN --autoencoder channels --run_name vae_channels  # a token per channel
+    python train_vae.py --checkpoint_dir Toy_CNN --part head_bn --run_name vae_head_bn  # p-diff: a part only
 
 Runs are aligned to the first run by weight matching (or --align activations; cached in the
 dataset folder), each tensor is standardised, and a validation split holds out checkpoints (or
 whole runs with --holdout runs). The model with the best validation loss is kept (EMA weights;
 --keep last: the last). Every --eval_every epochs, held-out checkpoints are reconstructed and
 prior samples decoded into TinyNNs, and their test accuracy logged; the final report also says
-whether each reconstruction is its original's network or nearer a training run's. Outputs, in
+whether each reconstruction is its original's network or nearer a training run's. With --part
+head_bn the VAE codes only the head and the BatchNorm weights and biases (p-diff's setting); the
+rest of every decoded network is the last checkpoint of the first training run. Outputs, in
 checkpoints/NAME/RUN_NAME/: vae.pt (the best saved model: arguments, standardiser and EMA
 weights, what decoding needs), vae_last.pt (everything, optimizer included, for --resume),
 log.jsonl, final.json and vae_curves.png. A RUN_NAME that holds a run already is left alone unless
@@ -19,6 +22,7 @@ log.jsonl, final.json and vae_curves.png. A RUN_NAME that holds a run already is
 that file).
 """
 import argparse
+import copy
 import math
 import os
 import time
@@ -36,7 +40,7 @@ from weightgen.tinynn_training import probabilities_flat
 from weightgen.training_utils import (EMA, batches_per_epoch, clear_run, descend, existing_run, for_sampling,
                                       restore, resumable, reuse_freed_memory, run_epochs, steps_summary,
                                       training_state, write_log)
-from vae_model import AUTOENCODERS, VAE_DEFAULTS, load_vae
+from vae_model import AUTOENCODERS, VAE_DEFAULTS, autoencoder_for, load_vae
 from weightgen.weight_dataset import WeightDataset
 
 
@@ -106,15 +110,23 @@ def held_out_runs_are_seen(ds):
 
 # What a run keeps to its end: --resume refuses other values of these by name (the learning rate,
 # its schedule, the epochs, the KL weight, batch size, EMA decay and evaluations may change).
-FIXED = ("autoencoder", "hidden", "latent_dim", "input_noise", "latent_noise", "align", "holdout", "val_fraction",
+FIXED = ("autoencoder", "part", "hidden", "latent_dim", "input_noise", "latent_noise", "align", "holdout", "val_fraction",
          "val_runs", "min_acc", "max_train", "seed")
 OUTPUTS = ("vae.pt", "vae_last.pt", "final.json", "log.jsonl", "vae_curves.png")
 
 
 def make_state(model, ema, opt, sched, args, ds, history, best_val, resumes):
     return dict(kind=VAE_KIND, autoencoder=args.autoencoder, model_args=model.args, config=vars(args),
+                part=dict(name=args.part, base=base_record(ds) if args.part != "all" else None),
                 dataset=ds.description, tinynn=ds.tinynn_config, standardizer=ds.standardizer.state_dict(),
                 best_val=best_val, **training_state(model, ema, opt, history, sched, resumes))
+
+
+def base_record(ds):
+    """Which checkpoint a --part VAE's networks take the rest of their weights from: the last
+    training checkpoint of the first training run (ds.run_ends()[0])."""
+    first = min(r["run"] for r in ds.train_records)
+    return max((r for r in ds.train_records if r["run"] == first), key=lambda r: r["step"])
 
 
 def split_of(description):
@@ -155,11 +167,15 @@ def main(args):
     # Seeded here, not before the data: computing an alignment builds TinyNNs, which draws from the
     # global generator, so a run would otherwise depend on whether alignment.pt was cached.
     torch.manual_seed(args.seed)
-    autoencoder = AUTOENCODERS[args.autoencoder]
     sizes = {k: v for k, v in dict(hidden=args.hidden, latent_dim=args.latent_dim).items()
              if v is not None}  # else the autoencoder's own defaults
-    model = autoencoder.for_layout(ds.layout, input_noise=args.input_noise, latent_noise=args.latent_noise,
-                                   **sizes).to(device)
+    model = autoencoder_for(args.autoencoder, ds.layout, args.part, input_noise=args.input_noise,
+                            latent_noise=args.latent_noise, **sizes)
+    if args.part != "all":
+        model.base.copy_(ds.run_ends()[0])
+        print(f"--part {args.part}: {len(model.index)} of the {ds.layout.numel} numbers coded; the rest is run "
+              f"{base_record(ds)['run']}'s checkpoint at step {base_record(ds)['step']}")
+    model = model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)  # one kernel per step: faster on CPU and GPU
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=args.lr_step, gamma=args.lr_gamma)
     ema = EMA(model, args.ema)
@@ -178,7 +194,7 @@ def main(args):
 
     t0 = time.time()
     gen = torch.Generator(device=device).manual_seed(args.seed + len(history))
-    ema_model = autoencoder(**model.args).to(device)
+    ema_model = copy.deepcopy(model)
 
     def train_epoch(epoch):
         model.train()
@@ -258,6 +274,10 @@ def parse_args(argv=None):
                         "(default); channels, a transformer over one token per output channel; layercodes, a "
                         "linear code of each output channel with one map per layer, started at the channels' "
                         "principal directions")
+    p.add_argument("--part", choices=["all", "head_bn"], default="all",
+                   help="what the VAE codes: all of each network (default), or head_bn, the linear head and the "
+                        "BatchNorm weights and biases, the rest of every decoded network fixed from one training "
+                        "checkpoint (p-diff's setting)")
     p.add_argument("--hidden", type=count, default=None,
                    help=f"width: of the MLP layers (mlp, default {d['hidden']}) or of the tokens (channels, default "
                         "64); layercodes has none")

@@ -15,6 +15,7 @@ from torch import nn
 
 from weightgen.model_io import VAE_KIND, CheckpointError, load_checkpoint, registered
 from weightgen.standardizer import Standardizer
+from weightgen.tinynn import FlatLayout, TensorSlot
 
 # One place for the VAE's defaults: train_vae.py's flags and the constructor read them.
 VAE_DEFAULTS = dict(hidden=256, latent_dim=64, input_noise=0.001, latent_noise=0.1)
@@ -274,6 +275,83 @@ class LayerCodeVAE(_NoisyVAE):
                               zip(parts, self.layers, self.codes, self.decoders, self.means)], self.layers)
 
 
+def is_part(name, slot_names, part):
+    """Whether the tensor `name` belongs to `part` (train_vae.py --part). p-diff generates the
+    parameters of a trained network's last BatchNorm layers and keeps the rest; head_bn is that
+    setting on TinyNN: its linear head and every BatchNorm weight and bias (running statistics
+    stay the fixed checkpoint's; sample.py --bn_images recomputes them)."""
+    if part == "head_bn":
+        batchnorm = name.rsplit(".", 1)[0] + ".running_mean" in slot_names
+        return name.startswith("head.") or (batchnorm and name.endswith((".weight", ".bias")))
+    raise ValueError(f"part must be 'head_bn', not {part!r}")
+
+
+def part_slots(layout, part):
+    """(the part's slots laid end to end: a FlatLayout of its own, their indices in the whole vector)."""
+    names = {s.name for s in layout.slots}
+    slots, index, offset = [], [], 0
+    for s in layout.slots:
+        if is_part(s.name, names, part):
+            slots.append(TensorSlot(s.name, s.shape, offset))
+            index.append(torch.arange(s.offset, s.offset + s.numel))
+            offset += s.numel
+    return FlatLayout(slots), torch.cat(index)
+
+
+class PartVAE(nn.Module):
+    """An autoencoder over part of every network (p-diff's own setting); the rest of each decoded
+    vector is one fixed training checkpoint's (`base`, standardised). Encoding reads the part of a
+    whole vector, decoding writes it into the base: to everything else it is a VAE of whole networks."""
+
+    def __init__(self, inner, index, n_params):
+        super().__init__()
+        self.inner = inner
+        self.register_buffer("index", index, persistent=False)
+        self.register_buffer("base", torch.zeros(n_params))
+
+    @property
+    def args(self):
+        return self.inner.args
+
+    @property
+    def latent_dim(self):
+        return self.inner.latent_dim
+
+    def fill(self, part):
+        whole = self.base.expand(len(part), -1).clone()
+        whole[:, self.index] = part
+        return whole
+
+    def loss(self, x, kl_weight):
+        return self.inner.loss(x[:, self.index], kl_weight)
+
+    def initialise_from(self, x):
+        self.inner.initialise_from(x[:, self.index])
+
+    def encode(self, x):
+        return self.inner.encode(x[:, self.index])
+
+    def decode(self, z):
+        return self.fill(self.inner.decode(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x):
+        return self.fill(self.inner.reconstruct(x[:, self.index]))
+
+    @torch.no_grad()
+    def sample(self, n, generator=None):
+        return self.fill(self.inner.sample(n, generator))
+
+
+def autoencoder_for(name, layout, part="all", **kwargs):
+    """The autoencoder `name` for networks of `layout`, over all of each network or only `part`
+    (then its base is still to be set: PartVAE.base)."""
+    if part == "all":
+        return AUTOENCODERS[name].for_layout(layout, **kwargs)
+    sub, index = part_slots(layout, part)
+    return PartVAE(AUTOENCODERS[name].for_layout(sub, **kwargs), index, layout.numel)
+
+
 # Autoencoders by name (train_vae.py --autoencoder; the name is recorded in the checkpoint). A new
 # one subclasses _NoisyVAE, is built by for_layout(layout, hidden=, latent_dim=, input_noise=,
 # latent_noise=) from a TinyNN FlatLayout (hidden= only where it has a width, has_width), keeps its constructor's arguments in self.args (it is rebuilt from them) and defines
@@ -285,8 +363,12 @@ def build_vae(ckpt):
     """The VAE stored in a checkpoint dict (EMA weights), with its standardiser, in eval mode."""
     # Checkpoints from before the registry hold the MLP.
     model = registered(AUTOENCODERS, ckpt.get("autoencoder", "mlp"), "autoencoder")(**ckpt["model_args"])
+    std = Standardizer.from_state_dict(ckpt["standardizer"])
+    part = ckpt.get("part") or dict(name="all")
+    if part["name"] != "all":
+        model = PartVAE(model, part_slots(std.layout, part["name"])[1], std.layout.numel)
     model.load_state_dict(ckpt["ema"])
-    return model.eval(), Standardizer.from_state_dict(ckpt["standardizer"])
+    return model.eval(), std
 
 
 def load_vae(path, expect_layout=None):

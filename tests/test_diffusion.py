@@ -1,9 +1,9 @@
-"""The diffusion process on a known distribution, and DDIM determinism."""
+"""The diffusion process and flow matching on a known distribution, and DDIM determinism."""
 import pytest
 import torch
 
-from diffusion_model import (GaussianDiffusion, VectorDenoiser, cosine_betas, linear_betas, mixed_conditions,
-                             one_hot_conditions)
+from diffusion_model import (FlowMatching, GaussianDiffusion, VectorDenoiser, cosine_betas, linear_betas,
+                             mixed_conditions, one_hot_conditions)
 
 # A 2-D mixture: half the mass at (-2, 1), half at (2, -1), each with std 0.3.
 CENTRES = torch.tensor([[-2.0, 1.0], [2.0, -1.0]])
@@ -55,6 +55,42 @@ def test_samplers_reproduce_the_mixture(trained, sampler, steps):
         assert (mean - CENTRES[k]).abs().max() < 0.15
         assert (std - SPREAD).abs().max() < 0.08
     assert (torch.cdist(x, CENTRES).min(1).values > 1.5).float().mean() < 0.01
+
+
+@pytest.fixture(scope="module")
+def trained_flow():
+    """Flow matching with the DDPM tests' denoiser and schedule of steps (1,500 fit it well inside
+    the same tolerances: spreads within 0.02 of 0.3 with Heun-25)."""
+    steps = 1500
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    flow = FlowMatching(VectorDenoiser(2, hidden=128, depth=3, time_dim=32))
+    opt = torch.optim.Adam(flow.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(steps):
+        loss = flow.loss(mixture(256, g))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return flow.eval()
+
+
+@pytest.mark.parametrize("sampler,steps", [("heun", 25), ("euler", 50)])
+def test_flow_matching_reproduces_the_mixture(trained_flow, sampler, steps):
+    x = trained_flow.sample(4000, sampler=sampler, steps=steps, generator=torch.Generator().manual_seed(1))
+    for k, (share, mean, std) in enumerate(mode_stats(x)):  # the DDPM test's tolerances
+        assert share == pytest.approx(0.5, abs=0.07)
+        assert (mean - CENTRES[k]).abs().max() < 0.15
+        assert (std - SPREAD).abs().max() < 0.08
+    assert (torch.cdist(x, CENTRES).min(1).values > 1.5).float().mean() < 0.01
+
+
+def test_flow_matching_refuses_ddpm_samplers_and_noise(trained_flow):
+    with pytest.raises(ValueError, match="sampler"):
+        trained_flow.sample(4, sampler="ddim")
+    with pytest.raises(ValueError, match="eta"):
+        trained_flow.sample(4, sampler="euler", eta=0.5)
 
 
 def test_ddim_with_eta_zero_is_deterministic(trained):

@@ -25,17 +25,21 @@ def pipeline(tiny_dataset, tmp_path_factory):
     run_script("train_vae.py", "--checkpoint_dir", folder, "--run_name", "vae_other", "--seed", "1", *VAE)
     run_script("train_diffusion.py", "--checkpoint_dir", folder, *DIFF)
     run_script("train_diffusion.py", "--checkpoint_dir", folder, "--space", "weights", *DIFF)
+    run_script("train_diffusion.py", "--checkpoint_dir", folder, "--space", "pca", "--objective", "flow",
+               "--run_name", "diffusion_pca", *DIFF)
     return folder
 
 
-@pytest.mark.parametrize("space,sampler", [("latent", "ddim"), ("latent", "ddpm"), ("weights", "ddim")])
+@pytest.mark.parametrize("space,sampler", [("latent", "ddim"), ("latent", "ddpm"), ("weights", "ddim"),
+                                           ("pca", "heun"), ("pca", "euler")])
 def test_generated_networks_load_and_run(pipeline, cifar, space, sampler):
     out = pipeline / f"gen_{space}_{sampler}"
+    bn = ["--bn_images", "100", "--data_dir", DATA_DIR] if space == "pca" else []  # DeepWeightFlow's recipe
     run_script("sample.py", "--model_path", pipeline / f"diffusion_{space}" / "diffusion.pt", "--num_models", "3",
-               "--sampler", sampler, "--steps", "5", "--out", out, "--quiet", "--device", "cpu")
+               "--sampler", sampler, "--steps", "5", "--out", out, "--quiet", "--device", "cpu", *bn)
     stacked = load_checkpoint(str(out / "generated.pt"), "generated-tinynns")
     assert stacked["weights"].shape[0] == 3 and torch.isfinite(stacked["weights"]).all()
-    assert "BatchNorm" in stacked["batchnorm"] or "generated" in stacked["batchnorm"]
+    assert ("recomputed on 100" if space == "pca" else "generated") in stacked["batchnorm"]
     x = standardize(cifar.test_images[:32])
     for i in range(3):
         model = TinyNN(**stacked["tinynn"])
@@ -49,6 +53,13 @@ def test_diffusion_checkpoint_records_its_vae(pipeline):
     ckpt = load_checkpoint(str(pipeline / "diffusion_latent" / "diffusion.pt"), "weight-diffusion")
     assert ckpt["space"]["vae"]["path"] == str(pipeline / "vae" / "vae.pt")
     assert len(ckpt["space"]["latent_mean"]) == 4 and ckpt["epoch"] == 3
+
+
+def test_a_sampler_of_the_other_objective_is_one_line(pipeline, tmp_path):
+    for model, sampler in [("diffusion_pca", "ddim"), ("diffusion_latent", "heun")]:
+        out = run_script("sample.py", "--model_path", pipeline / model / "diffusion.pt", "--sampler", sampler,
+                         "--num_models", "2", "--out", tmp_path / model, "--quiet", check=False)
+        assert out.returncode == 1 and "--sampler must be one of" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_wrong_vae_is_one_clear_error(pipeline, tmp_path):

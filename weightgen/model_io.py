@@ -155,6 +155,41 @@ def made_with(out, source, n):
     return generated["source"] == source and len(generated["weights"]) == n
 
 
+def load_state_dicts(folder, layout):
+    """Flat weights [n, n_params] of every TinyNN state_dict (*.pt, *.pth) in `folder`, in name
+    order: networks made elsewhere, to be judged like generated ones. One clear error for a file
+    that is not a state_dict of this layout (naming the first tensor that differs)."""
+    files = sorted(f for f in os.listdir(folder) if f.endswith((".pt", ".pth")))
+    if not files:
+        raise CheckpointError(f"{folder} holds neither a generated.pt nor TinyNN state_dicts (*.pt, *.pth)")
+    vectors = []
+    for name in files:
+        path = os.path.join(folder, name)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{path} is not a readable state_dict ({why_unloadable(e)})") from None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"{path} is not a state_dict (a dict of tensors): it holds a {type(state).__name__}")
+        vectors.append(layout.flatten(_checked_state(state, layout, path)))
+    return torch.stack(vectors)
+
+
+def _checked_state(state, layout, path):
+    """`state`, when it holds every tensor of `layout` at its shape and nothing else but BatchNorm
+    counters; one line on the first difference otherwise."""
+    for slot in layout.slots:
+        if slot.name not in state:
+            raise CheckpointError(f"{path} has no tensor {slot.name}: not a TinyNN of this dataset's layout")
+        if tuple(state[slot.name].shape) != slot.shape:
+            raise CheckpointError(f"{path}: {slot.name} has shape {tuple(state[slot.name].shape)}, this dataset's "
+                                  f"TinyNN has {slot.shape} (another width?)")
+    extra = sorted(set(state) - {s.name for s in layout.slots} - {k for k in state if k.endswith("num_batches_tracked")})
+    if extra:
+        raise CheckpointError(f"{path} holds tensors a TinyNN of this layout has not: {', '.join(extra[:3])}")
+    return state
+
+
 def load_generated(path):
     """(weights [n, n_params], layout, source info, description of the generator's training
     split) from sample.py's output."""

@@ -179,15 +179,27 @@ class WeightDataset:
         weights, records = cd.load_weights(folder, manifest), manifest["checkpoints"]
         if not len(weights):
             raise cd.DatasetError(f"{folder} holds no checkpoints")
-        method = self.description["align"]
-        if method != "none":
-            run_of = torch.tensor([c["run"] for c in records])
-            last = last_of_each_run(weights, run_of, sorted(set(run_of.tolist())))
-            index = align_runs({"reference": self.reference, **last}, self.layout, self.tinynn_config, "reference",
-                               method, self._alignment_images() if method == "activations" else None)
-            index.pop("reference")
-            apply_alignment(weights, run_of, index)
+        run_of = torch.tensor([c["run"] for c in records])
+        last = last_of_each_run(weights, run_of, sorted(set(run_of.tolist())))
+        apply_alignment(weights, run_of, self.alignment_to_reference(last))
         return self.standardizer.standardize(weights), records
+
+    def alignment_to_reference(self, networks):
+        """{key: flat index} aligning each network of `networks` ({key: flat weights}) to this
+        dataset's reference run by its alignment method ({} when it has none)."""
+        method = self.description["align"]
+        if method == "none":
+            return {}
+        index = align_runs({"reference": self.reference, **networks}, self.layout, self.tinynn_config, "reference",
+                           method, self._alignment_images() if method == "activations" else None)
+        index.pop("reference")
+        return index
+
+    def aligned(self, weights):
+        """Flat weights [n, n_params] of networks from elsewhere, each aligned to the reference run
+        (distances to the training checkpoints mean nothing across permutations)."""
+        index = self.alignment_to_reference(dict(enumerate(weights)))
+        return torch.stack([w[index[i]] if i in index else w for i, w in enumerate(weights)])
 
     @staticmethod
     def _val_mask(run_of, holdout, val_fraction, val_runs, seed):
