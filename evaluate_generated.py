@@ -127,12 +127,15 @@ def softmax_outputs(groups, ds, images, labels, device, quiet=False):
     for name, z in groups.items():
         w = ds.standardizer.destandardize(z)
         finish(w, ds.layout)  # baselines too: a usable network needs var >= 0
-        start, t0 = bar.n, time.time()
-        compute = lambda: probabilities_flat(w, ds.layout, ds.tinynn_config, images, device,
-                                             progress=lambda: bar.update(1))
+        done, t0 = [0], time.time()  # counted here: a disabled (--quiet) bar counts nothing
+
+        def progress():
+            done[0] += 1
+            bar.update(1)
+        compute = lambda: probabilities_flat(w, ds.layout, ds.tinynn_config, images, device, progress=progress)
         out[name] = compute() if name == "generated" else cached(compute, _digest(w, images_key), ds.folder)
-        was_cached = bar.n == start and len(z) > 0
-        bar.update(len(z) - (bar.n - start))
+        was_cached = done[0] == 0 and len(z) > 0
+        bar.update(len(z) - done[0])
         accuracy = out[name].argmax(2).eq(labels).float().mean().item() if len(z) else float("nan")
         tqdm.write(f"{name}: {len(z)} networks, mean test accuracy {accuracy:.4f} "
                    f"({'from the cache' if was_cached else f'{time.time() - t0:.0f}s'})")

@@ -23,7 +23,8 @@ import json
 import os
 import time
 
-from weightgen.cli import ROOT, add_more_flags, add_runtime_flags, add_test_images_flag, count, run_step, whole, runtime_argv
+from weightgen.cli import (ROOT, add_more_flags, add_runtime_flags, add_test_images_flag, count, resume_if_started,
+                           run_step, runtime_argv, whole)
 from weightgen.model_io import write_json
 
 # The sizes of a run. small: what fits 15 minutes of this project's slowest 2-core CPU, so it
@@ -94,12 +95,6 @@ def pipeline_steps(args, folder, fresh):
         "evaluation (blends)": (["evaluate_generated.py", "--model_path", blends, "--baseline_models", 0,
                                  "--bar_from", trained_fresh, *judge], os.path.join(blends, "report.json")),
     }
-
-
-def resume_if_started(folder, run_name, checkpoint):
-    """["--resume"] for a trainer step that was interrupted (its checkpoint is there, its final
-    output is not; a finished step is skipped before this matters): it goes on where it stopped."""
-    return ["--resume"] if os.path.exists(os.path.join(folder, run_name, checkpoint)) else []
 
 
 def route_folders(folder):

@@ -107,3 +107,39 @@ def test_an_outside_folder_is_judged_and_a_wrong_one_refused(dataset, cifar, tmp
         assert out.returncode == 1 and "Traceback" not in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
         assert ("has shape (8, 3, 3, 3)" if extra else "--checkpoint_dir") in out.stderr
+
+
+def test_the_experiment_makes_its_table_and_scatter_and_goes_on_where_it_stopped(dataset, cifar, tmp_path):
+    """experiments.generators at a tiny size, on two rows and an outside folder: one table row
+    each beside the references, the scatter, and nothing trained again when it is run again."""
+    from conftest import gen
+    fresh = tmp_path / "fresh"
+    gen(fresh, "--runs", "2", "--seed", "1")
+    outside = tmp_path / "outside"
+    ds = WeightDataset(str(dataset))
+    write_state_dicts(outside, cd.last_checkpoints(str(fresh)), ds.layout, ds.tinynn_config)
+    argv = ["-m", "experiments.generators", "--dataset", dataset, "--fresh", fresh, "--rows", "pdiff_part",
+            "flow_pca", "--outside", f"fresh_runs={outside}", "--seeds", "2", "--num_models", "2",
+            "--train_models", "4", "--baseline_models", "1", "--vae_epochs", "2", "--diffusion_epochs", "2",
+            "--bn_images", "100", "--test_images", TEST_IMAGES, "--data_dir", DATA_DIR, "--no_download",
+            "--device", "cpu",
+            "--vae_flags", f"--hidden 32 --latent_dim 4 --batch_size 2 --eval_every 2 --eval_models 1 "
+                           f"--eval_images 200 --final_models 1 --test_images {TEST_IMAGES}",
+            "--diffusion_flags", "--hidden 32 --depth 1 --time_dim 16 --timesteps 50 --batch_size 4"]
+    run_script(*argv)
+    where = dataset / "generators"
+    table = json.load(open(where / "generators.json"))
+    labels = [r["generator"] for r in table["rows"]]
+    assert labels[:2] == ["reference: training checkpoints", "reference: fresh seeds"]
+    assert any(label.startswith("reference: train + noise") for label in labels)
+    assert any(label.startswith("p-diff") for label in labels) and any("DeepWeightFlow" in label for label in labels)
+    pca = next(r for r in table["rows"] if "DeepWeightFlow" in r["generator"])
+    assert pca["seeds"] == 2 and pca["n"] == 4 and pca["numbers"] != "-" and pca["seconds (train + sample)"] != "-"
+    fresh_row = next(r for r in table["rows"] if r["generator"] == "reference: fresh seeds")
+    outside_row = next(r for r in table["rows"] if r["generator"] == "outside: fresh_runs")
+    assert outside_row["n"] == 2 and outside_row["accuracy mean (min)"] != "-"
+    assert (where / "generators.png").stat().st_size > 10_000 and (where / "generators.md").exists()
+    assert fresh_row["n"] >= 1
+    again = run_script(*argv)
+    assert "$ python train_vae.py" not in again.stdout and "$ python train_diffusion.py" not in again.stdout
+    assert "$ python sample.py" not in again.stdout

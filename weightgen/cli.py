@@ -167,6 +167,12 @@ def run_script(script, argv):
     return 0
 
 
+def resume_if_started(folder, run_name, checkpoint):
+    """["--resume"] for a trainer step that was interrupted (its checkpoint is there, its final
+    output is not; a finished step is skipped before this matters): it goes on where it stopped."""
+    return ["--resume"] if os.path.exists(os.path.join(folder, run_name, checkpoint)) else []
+
+
 def run_step(cmd, skip_if=None):
     """Print and run one pipeline script, `cmd` = [script.py, *flags], as `python cmd` would but in
     this process (skipped when `skip_if` exists); exit if it fails. Returns the seconds it took
